@@ -1,0 +1,104 @@
+//! Opaque, tamper-evident page tokens for the list routes.
+//!
+//! A token is `base64url(json) "." base64url(hmac)`, keyed with the node secret. It names
+//! what it pages (kind, share id, schema) and the last item returned, never the page size,
+//! so a client may change `maxResults` between pages. A token whose MAC fails, that does not
+//! decode, or that belongs to another listing is refused with 400.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use ring::hmac;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, SharingError};
+
+/// Bytes of the truncated MAC.
+const MAC_BYTES: usize = 16;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PagePosition {
+    /// What is paged: "shares", "schemas", "tables" or "all-tables".
+    #[serde(rename = "k")]
+    pub kind: String,
+    /// Share id ("" for the share list).
+    #[serde(rename = "s")]
+    pub share_id: String,
+    /// Schema name key ("" unless listing one schema's tables).
+    #[serde(rename = "c")]
+    pub schema_key: String,
+    /// Sort key of the last item returned.
+    #[serde(rename = "a")]
+    pub after: String,
+}
+
+pub fn encode_page_token(secret: &[u8], position: &PagePosition) -> String {
+    let payload = serde_json::to_vec(position).unwrap_or_default();
+    let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
+    let tag = hmac::sign(&key, &payload);
+    format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(&payload),
+        URL_SAFE_NO_PAD.encode(&tag.as_ref()[..MAC_BYTES])
+    )
+}
+
+/// Decodes a token and checks that it belongs to `expected` (kind, share, schema).
+pub fn decode_page_token(secret: &[u8], token: &str, expected: &PagePosition) -> Result<String> {
+    let invalid = || SharingError::invalid("invalid 'nextPageToken'");
+    let (payload, tag) = token.split_once('.').ok_or_else(invalid)?;
+    let payload = URL_SAFE_NO_PAD.decode(payload).map_err(|_| invalid())?;
+    let tag = URL_SAFE_NO_PAD.decode(tag).map_err(|_| invalid())?;
+    let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
+    let full = hmac::sign(&key, &payload);
+    if tag.len() != MAC_BYTES
+        || !bool::from(subtle::ConstantTimeEq::ct_eq(&full.as_ref()[..MAC_BYTES], &tag[..]))
+    {
+        return Err(invalid());
+    }
+    let position: PagePosition = serde_json::from_slice(&payload).map_err(|_| invalid())?;
+    if position.kind != expected.kind
+        || position.share_id != expected.share_id
+        || position.schema_key != expected.schema_key
+    {
+        return Err(invalid());
+    }
+    Ok(position.after)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn position(kind: &str, share: &str, after: &str) -> PagePosition {
+        PagePosition {
+            kind: kind.into(),
+            share_id: share.into(),
+            schema_key: String::new(),
+            after: after.into(),
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let token = encode_page_token(b"k", &position("all-tables", "s1", "x\u{0}y"));
+        let after = decode_page_token(b"k", &token, &position("all-tables", "s1", "")).unwrap();
+        assert_eq!(after, "x\u{0}y");
+    }
+
+    #[test]
+    fn refuses_forged_truncated_and_foreign_tokens() {
+        let token = encode_page_token(b"k", &position("tables", "s1", "a"));
+        let expected = position("tables", "s1", "");
+        assert!(decode_page_token(b"other-key", &token, &expected).is_err());
+        assert!(decode_page_token(b"k", &token[..token.len() - 3], &expected).is_err());
+        assert!(decode_page_token(b"k", "garbage", &expected).is_err());
+        let forged = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(br#"{"k":"tables","s":"s1","c":"","a":"z"}"#),
+            token.split_once('.').unwrap().1
+        );
+        assert!(decode_page_token(b"k", &forged, &expected).is_err());
+        assert!(decode_page_token(b"k", &token, &position("tables", "s2", "")).is_err());
+        assert!(decode_page_token(b"k", &token, &position("schemas", "s1", "")).is_err());
+    }
+}
