@@ -6,10 +6,14 @@
 
 pub mod admin;
 pub mod body;
+pub mod capabilities;
 pub mod catalog;
+pub mod delta;
 pub mod error;
 pub mod names;
 pub mod page_token;
+pub mod presign;
+pub mod predicate;
 pub mod sharing;
 
 pub use admin::AdminApi;

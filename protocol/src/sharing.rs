@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 use time::OffsetDateTime;
 
 use crate::body::{full_body, ResponseBody};
+use crate::delta::query::{DeltaRoutes, TableRequest};
 use crate::catalog::{find_schema, find_table, share_not_found, Catalog, Schema, Share, Table};
 use crate::error::{ErrorKind, Result, SharingError};
 use crate::names::name_key;
@@ -45,7 +46,11 @@ impl SharingConfig {
 
 pub struct SharingService {
     catalog: Arc<Catalog>,
+    delta: DeltaRoutes,
 }
+
+/// Largest request body of a sharing route (a query with its predicate hints).
+pub const REQUEST_BODY_BYTES_MAX: usize = 2 << 20;
 
 /// Whether a request path belongs to the sharing API.
 pub fn is_sharing_path(path: &str) -> bool {
@@ -60,11 +65,15 @@ struct Authorized {
 }
 
 impl SharingService {
-    pub fn new(catalog: Arc<Catalog>) -> Self {
-        SharingService { catalog }
+    pub fn new(catalog: Arc<Catalog>, delta: DeltaRoutes) -> Self {
+        SharingService { catalog, delta }
     }
 
-    pub async fn handle<B>(&self, request: Request<B>) -> Response<ResponseBody> {
+    pub async fn handle<B>(&self, request: Request<B>) -> Response<ResponseBody>
+    where
+        B: http_body::Body<Data = Bytes> + Send + Unpin,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let head = request.method() == Method::HEAD;
         match self.route(request).await {
             Ok(response) => response,
@@ -72,9 +81,14 @@ impl SharingService {
         }
     }
 
-    async fn route<B>(&self, request: Request<B>) -> Result<Response<ResponseBody>> {
+    async fn route<B>(&self, request: Request<B>) -> Result<Response<ResponseBody>>
+    where
+        B: http_body::Body<Data = Bytes> + Send + Unpin,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let authorized = self.authorize(&request)?;
-        let method = request.method().clone();
+        let (parts, body) = request.into_parts();
+        let method = parts.method.clone();
         let segments: Vec<&str> = authorized.segments.iter().map(String::as_str).collect();
         match (&method, segments.as_slice()) {
             (&Method::GET, ["shares"]) => self.list_shares(&authorized),
@@ -95,18 +109,39 @@ impl SharingService {
                 let share = granted_share(&authorized, share)?;
                 self.list_tables(&authorized, share, None)
             }
-            (_, ["shares", share, "schemas", schema, "tables", table, ..]) => {
+            (_, ["shares", share, "schemas", schema, "tables", table, rest @ ..]) => {
                 let share = granted_share(&authorized, share)?;
                 let schema = granted_schema(share, schema)?;
-                let _table = granted_table(share, schema, table)?;
-                Err(SharingError::new(
-                    ErrorKind::Unsupported,
-                    "reading table data is not available on this node yet",
-                ))
+                let table = granted_table(share, schema, table)?.clone();
+                let request_parts = TableRequest {
+                    share: &share.name,
+                    schema: &schema.name,
+                    table: &table,
+                    headers: &parts.headers,
+                    query: &authorized.query,
+                };
+                match (&method, rest) {
+                    (&Method::GET, ["version"]) | (&Method::HEAD, []) => {
+                        self.delta.version(request_parts).await
+                    }
+                    (&Method::GET, ["metadata"]) => self.delta.metadata(request_parts).await,
+                    (&Method::POST, ["query"]) => {
+                        let body = read_body(body).await?;
+                        self.delta.query(request_parts, body).await
+                    }
+                    (&Method::GET, ["changes"]) => Err(SharingError::new(
+                        ErrorKind::Unsupported,
+                        "the change data feed is not available on this node yet",
+                    )),
+                    _ => Err(SharingError::not_found(format!(
+                        "no such route: {method} {}",
+                        parts.uri.path()
+                    ))),
+                }
             }
             _ => Err(SharingError::not_found(format!(
                 "no such route: {method} {}",
-                request.uri().path()
+                parts.uri.path()
             ))),
         }
     }
@@ -231,6 +266,22 @@ impl SharingService {
             body["nextPageToken"] = Value::String(encode_page_token(snapshot.secret(), &next));
         }
         json_response(&body)
+    }
+}
+
+/// Reads a request body up to `REQUEST_BODY_BYTES_MAX`.
+async fn read_body<B>(body: B) -> Result<Bytes>
+where
+    B: http_body::Body<Data = Bytes> + Send + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let limited = http_body_util::Limited::new(body, REQUEST_BODY_BYTES_MAX);
+    match http_body_util::BodyExt::collect(limited).await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) => Err(SharingError::new(
+            ErrorKind::TooLarge,
+            format!("the request body could not be read (at most {REQUEST_BODY_BYTES_MAX} bytes): {error}"),
+        )),
     }
 }
 

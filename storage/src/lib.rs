@@ -6,9 +6,24 @@
 //! a visible partial object; a conditional write is decided under the same per-key lock
 //! that commits it.
 
+mod bitrot;
+pub mod drives;
+mod erasure;
 pub mod error;
+mod format;
+mod fsio;
+mod heal;
+mod list;
+mod locks;
+mod meta;
+mod multipart;
 pub mod node;
+pub mod object_store_view;
 pub mod s3;
+mod set;
+#[cfg(test)]
+mod tests;
 
+pub use drives::expand_drive_args;
 pub use error::StorageError;
 pub use node::*;

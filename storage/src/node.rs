@@ -3,16 +3,27 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
-use futures::Stream;
+use futures::future::join_all;
+use futures::{Stream, StreamExt};
 use lakeshare_engine::io::DriveIo;
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
+use tokio::sync::mpsc;
 
-use crate::error::Result;
+use crate::erasure;
+use crate::error::{Result, StorageError};
+use crate::format;
+use crate::fsio::Fs;
+use crate::heal;
+use crate::locks::KeyLocks;
+use crate::meta::{DATA_DIR, META_FILE};
+use crate::set::ErasureSet;
 
 /// A stream of body bytes, in and out.
 pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send + Sync + 'static>>;
@@ -26,7 +37,34 @@ pub struct StorageConfig {
     pub parity: Option<usize>,
     /// Shard bytes at or below which an object's data is kept inline in its metadata.
     pub inline_bytes_max: usize,
+    /// Drives per erasure set; `None` means the largest even split into sets of 2..16.
+    pub set_drive_count: Option<usize>,
+    /// Pause of the background scanner between two objects; zero turns the scanner off.
+    pub scanner_interval: Duration,
 }
+
+impl StorageConfig {
+    /// The defaults for these drives: MinIO's parity and set split, 128 KiB inline limit,
+    /// one object healed per second by the scanner.
+    pub fn new(drives: Vec<PathBuf>) -> StorageConfig {
+        StorageConfig {
+            drives,
+            parity: None,
+            inline_bytes_max: INLINE_BYTES_MAX_DEFAULT,
+            set_drive_count: None,
+            scanner_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> StorageConfig {
+        StorageConfig::new(vec![PathBuf::from("./data")])
+    }
+}
+
+/// Default `StorageConfig::inline_bytes_max`.
+pub const INLINE_BYTES_MAX_DEFAULT: usize = 128 * 1024;
 
 #[derive(Clone, Debug)]
 pub struct BucketInfo {
@@ -142,136 +180,664 @@ pub struct Topology {
 
 /// The object layer over all erasure sets. Shared by all cores (`Arc<Node>`).
 pub struct Node {
-    _private: (),
+    pub(crate) inner: Arc<Inner>,
+}
+
+/// The internal bucket of the system area; not a valid S3 bucket name (it starts with `.`).
+pub(crate) const SYSTEM_BUCKET: &str = ".lakeshare.sys/config";
+/// Objects met damaged wait here for the background healer; beyond it they are dropped (the
+/// scanner finds them later).
+const MRF_QUEUE_MAX: usize = 10_000;
+/// Multipart uploads older than this are removed at open.
+const UPLOAD_AGE_MAX: Duration = Duration::from_secs(24 * 3600);
+/// Keys per page when heal and the scanner walk a bucket.
+const HEAL_PAGE_KEYS: usize = 1000;
+
+pub(crate) struct Inner {
+    pub(crate) fs: Fs,
+    pub(crate) drives: Vec<PathBuf>,
+    pub(crate) sets: Vec<Arc<ErasureSet>>,
+    deployment_id: String,
+    hash_key: [u8; 16],
+    set_size: usize,
+    parity: usize,
+    buckets: std::sync::RwLock<BTreeMap<String, OffsetDateTime>>,
+    bucket_lock: tokio::sync::Mutex<()>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct BucketRecord {
+    created_unix_ms: i64,
 }
 
 impl Node {
     /// Opens (formatting fresh drives) and checks every drive's stamp.
-    pub async fn open(_config: StorageConfig, _io: DriveIo) -> Result<Arc<Node>> {
-        todo!()
-    }
-    pub fn topology(&self) -> Topology {
-        todo!()
+    pub async fn open(config: StorageConfig, io: DriveIo) -> Result<Arc<Node>> {
+        Node::open_with(config, Fs::Drive(io)).await
     }
 
-    pub async fn make_bucket(&self, _bucket: &str) -> Result<()> {
-        todo!()
+    pub(crate) async fn open_with(config: StorageConfig, fs: Fs) -> Result<Arc<Node>> {
+        let set_size = format::set_drive_count(config.drives.len(), config.set_drive_count)?;
+        let parity = config.parity.unwrap_or(format::default_parity(set_size));
+        format::validate_parity(set_size, parity)?;
+        erasure::self_test()?;
+        let layout = format::open_layout(&fs, &config.drives, set_size).await?;
+        let hash_key = *uuid::Uuid::parse_str(&layout.deployment_id)
+            .map_err(|error| StorageError::Internal(format!("deployment id: {error}")))?
+            .as_bytes();
+        for drive in &config.drives {
+            let system = format::system_dir(drive);
+            // Temp space left by a crash: nothing in it was ever visible.
+            fs.remove_any(&system.join("tmp")).await;
+            for folder in ["tmp", "config", "buckets", "multipart"] {
+                fs.create_dir_all(&system.join(folder))
+                    .await
+                    .map_err(|error| {
+                        StorageError::InvalidArgument(format!("drive {}: {error}", drive.display()))
+                    })?;
+            }
+        }
+        let (mrf_sender, mrf_receiver) = mpsc::channel(MRF_QUEUE_MAX);
+        let sets: Vec<Arc<ErasureSet>> = config
+            .drives
+            .chunks(set_size)
+            .enumerate()
+            .map(|(index, drives)| {
+                Arc::new(ErasureSet {
+                    index,
+                    drives: drives.to_vec(),
+                    fs: fs.clone(),
+                    parity,
+                    inline_bytes_max: config.inline_bytes_max,
+                    locks: KeyLocks::new(),
+                    mrf: mrf_sender.clone(),
+                })
+            })
+            .collect();
+        drop(mrf_sender);
+        let inner = Arc::new(Inner {
+            fs,
+            drives: config.drives.clone(),
+            sets,
+            deployment_id: layout.deployment_id,
+            hash_key,
+            set_size,
+            parity,
+            buckets: std::sync::RwLock::new(BTreeMap::new()),
+            bucket_lock: tokio::sync::Mutex::new(()),
+        });
+        inner.load_buckets().await;
+        for set in &inner.sets {
+            set.remove_stale_uploads(UPLOAD_AGE_MAX).await;
+        }
+        heal::spawn_background(
+            &inner,
+            mrf_receiver,
+            config.scanner_interval,
+            !layout.replaced.is_empty(),
+        );
+        Ok(Arc::new(Node { inner }))
     }
-    pub async fn delete_bucket(&self, _bucket: &str) -> Result<()> {
-        todo!()
+
+    pub fn topology(&self) -> Topology {
+        Topology {
+            set_count: self.inner.sets.len(),
+            drives_per_set: self.inner.set_size,
+            parity: self.inner.parity,
+            deployment_id: self.inner.deployment_id.clone(),
+        }
     }
-    pub async fn bucket_info(&self, _bucket: &str) -> Result<BucketInfo> {
-        todo!()
+
+    pub async fn make_bucket(&self, bucket: &str) -> Result<()> {
+        validate_bucket_name(bucket)?;
+        let inner = &self.inner;
+        let _guard = inner.bucket_lock.lock().await;
+        if inner.bucket_created(bucket).is_some() {
+            return Err(StorageError::BucketExists(bucket.into()));
+        }
+        let created = OffsetDateTime::now_utc();
+        let record = BucketRecord {
+            created_unix_ms: (created.unix_timestamp_nanos() / 1_000_000) as i64,
+        };
+        let json = serde_json::to_vec(&record)
+            .map_err(|error| StorageError::Internal(format!("bucket record: {error}")))?;
+        let writes = inner.drives.iter().map(|drive| {
+            let json = json.clone();
+            async move {
+                inner.fs.create_dir_all(&drive.join(bucket)).await?;
+                let target = bucket_record_path(drive, bucket);
+                write_small_file(&inner.fs, drive, &target, json).await
+            }
+        });
+        let written = join_all(writes)
+            .await
+            .iter()
+            .filter(|result| result.is_ok())
+            .count();
+        if written < inner.drives.len() / 2 + 1 {
+            return Err(StorageError::WriteQuorum(format!("bucket {bucket}")));
+        }
+        let created = OffsetDateTime::from_unix_timestamp_nanos(
+            i128::from(record.created_unix_ms) * 1_000_000,
+        )
+        .unwrap_or(created);
+        inner.buckets_write().insert(bucket.into(), created);
+        Ok(())
     }
+
+    pub async fn delete_bucket(&self, bucket: &str) -> Result<()> {
+        let inner = &self.inner;
+        let _guard = inner.bucket_lock.lock().await;
+        inner.check_bucket(bucket)?;
+        let probe = ListRequest {
+            max_keys: 1,
+            ..ListRequest::default()
+        };
+        if !inner.list(bucket, &probe).await?.objects.is_empty() {
+            return Err(StorageError::BucketNotEmpty(bucket.into()));
+        }
+        for set in &inner.sets {
+            if !set.list_uploads(bucket, "").await.is_empty() {
+                return Err(StorageError::BucketNotEmpty(bucket.into()));
+            }
+        }
+        let removals = inner.drives.iter().map(|drive| async move {
+            let _ = inner
+                .fs
+                .remove_file(&bucket_record_path(drive, bucket))
+                .await;
+            inner.fs.remove_any(&drive.join(bucket)).await;
+        });
+        join_all(removals).await;
+        inner.buckets_write().remove(bucket);
+        Ok(())
+    }
+
+    pub async fn bucket_info(&self, bucket: &str) -> Result<BucketInfo> {
+        match self.inner.bucket_created(bucket) {
+            Some(created) => Ok(BucketInfo {
+                name: bucket.into(),
+                created,
+            }),
+            None => Err(StorageError::NoSuchBucket(bucket.into())),
+        }
+    }
+
     pub async fn list_buckets(&self) -> Result<Vec<BucketInfo>> {
-        todo!()
+        let buckets = self
+            .inner
+            .buckets
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        Ok(buckets
+            .iter()
+            .map(|(name, created)| BucketInfo {
+                name: name.clone(),
+                created: *created,
+            })
+            .collect())
     }
 
     pub async fn put_object(
         &self,
-        _bucket: &str,
-        _key: &str,
-        _body: ByteStream,
-        _options: PutOptions,
+        bucket: &str,
+        key: &str,
+        body: ByteStream,
+        options: PutOptions,
     ) -> Result<ObjectInfo> {
-        todo!()
+        self.inner.check_bucket(bucket)?;
+        validate_key(key)?;
+        let set = self.inner.set_for(bucket, key);
+        set.put(bucket, key, body, options, self.inner.parity).await
     }
-    pub async fn head_object(&self, _bucket: &str, _key: &str) -> Result<ObjectInfo> {
-        todo!()
+
+    pub async fn head_object(&self, bucket: &str, key: &str) -> Result<ObjectInfo> {
+        self.inner.check_bucket(bucket)?;
+        validate_key(key)?;
+        self.inner.set_for(bucket, key).head(bucket, key).await
     }
+
     /// `range` is resolved against the size by the callee: `(first, Some(last))`,
     /// `(first, None)` = to the end; suffix ranges are resolved by the caller via `head`.
     pub async fn get_object(
         &self,
-        _bucket: &str,
-        _key: &str,
-        _range: Option<(u64, Option<u64>)>,
+        bucket: &str,
+        key: &str,
+        range: Option<(u64, Option<u64>)>,
     ) -> Result<GetResult> {
-        todo!()
+        self.inner.check_bucket(bucket)?;
+        validate_key(key)?;
+        let set = self.inner.set_for(bucket, key);
+        let (info, range, body) = set.get(bucket, key, range).await?;
+        Ok(GetResult { info, range, body })
     }
+
     /// Deleting a missing key succeeds.
-    pub async fn delete_object(&self, _bucket: &str, _key: &str) -> Result<()> {
-        todo!()
+    pub async fn delete_object(&self, bucket: &str, key: &str) -> Result<()> {
+        self.inner.check_bucket(bucket)?;
+        validate_key(key)?;
+        self.inner.set_for(bucket, key).delete(bucket, key).await
     }
+
     pub async fn copy_object(
         &self,
-        _source_bucket: &str,
-        _source_key: &str,
-        _target_bucket: &str,
-        _target_key: &str,
-        _options: PutOptions,
+        source_bucket: &str,
+        source_key: &str,
+        target_bucket: &str,
+        target_key: &str,
+        mut options: PutOptions,
     ) -> Result<ObjectInfo> {
-        todo!()
+        self.inner.check_bucket(target_bucket)?;
+        validate_key(target_key)?;
+        let source = self.get_object(source_bucket, source_key, None).await?;
+        if options.content_type.is_none() && options.user_metadata.is_empty() {
+            options.content_type = source.info.content_type.clone();
+            options.user_metadata = source.info.user_metadata.clone();
+        }
+        if options.checksums.is_empty() {
+            options.checksums = source.info.checksums.clone();
+        }
+        self.put_object(target_bucket, target_key, source.body, options)
+            .await
     }
-    pub async fn list_objects(&self, _bucket: &str, _request: ListRequest) -> Result<ListResult> {
-        todo!()
+
+    pub async fn list_objects(&self, bucket: &str, request: ListRequest) -> Result<ListResult> {
+        self.inner.check_bucket(bucket)?;
+        self.inner.list(bucket, &request).await
     }
 
     pub async fn create_multipart(
         &self,
-        _bucket: &str,
-        _key: &str,
-        _options: PutOptions,
+        bucket: &str,
+        key: &str,
+        options: PutOptions,
     ) -> Result<String> {
-        todo!()
+        self.inner.check_bucket(bucket)?;
+        validate_key(key)?;
+        self.inner
+            .set_for(bucket, key)
+            .create_multipart(bucket, key, options)
+            .await
     }
+
     pub async fn upload_part(
         &self,
-        _bucket: &str,
-        _key: &str,
-        _upload_id: &str,
-        _part_number: u32,
-        _body: ByteStream,
-        _checksums: BTreeMap<String, String>,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        body: ByteStream,
+        checksums: BTreeMap<String, String>,
     ) -> Result<PartInfo> {
-        todo!()
+        self.inner.check_bucket(bucket)?;
+        validate_key(key)?;
+        let set = self.inner.set_for(bucket, key);
+        set.upload_part(bucket, key, upload_id, part_number, body, checksums)
+            .await
     }
+
     pub async fn complete_multipart(
         &self,
-        _bucket: &str,
-        _key: &str,
-        _upload_id: &str,
-        _parts: Vec<CompletePart>,
-        _condition: WriteCondition,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        parts: Vec<CompletePart>,
+        condition: WriteCondition,
     ) -> Result<ObjectInfo> {
-        todo!()
+        self.inner.check_bucket(bucket)?;
+        validate_key(key)?;
+        let set = self.inner.set_for(bucket, key);
+        set.complete_multipart(bucket, key, upload_id, parts, condition)
+            .await
     }
-    pub async fn abort_multipart(&self, _bucket: &str, _key: &str, _upload_id: &str) -> Result<()> {
-        todo!()
+
+    pub async fn abort_multipart(&self, bucket: &str, key: &str, upload_id: &str) -> Result<()> {
+        self.inner.check_bucket(bucket)?;
+        validate_key(key)?;
+        self.inner
+            .set_for(bucket, key)
+            .abort_multipart(bucket, key, upload_id)
+            .await
     }
+
     pub async fn list_parts(
         &self,
-        _bucket: &str,
-        _key: &str,
-        _upload_id: &str,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
     ) -> Result<Vec<PartInfo>> {
-        todo!()
+        self.inner.check_bucket(bucket)?;
+        validate_key(key)?;
+        self.inner
+            .set_for(bucket, key)
+            .list_parts(bucket, key, upload_id)
+            .await
     }
+
     pub async fn list_multipart_uploads(
         &self,
-        _bucket: &str,
-        _prefix: &str,
+        bucket: &str,
+        prefix: &str,
     ) -> Result<Vec<MultipartUpload>> {
-        todo!()
+        self.inner.check_bucket(bucket)?;
+        let mut uploads = Vec::new();
+        for set in &self.inner.sets {
+            uploads.extend(set.list_uploads(bucket, prefix).await);
+        }
+        uploads.sort_by(|left, right| {
+            left.key
+                .as_bytes()
+                .cmp(right.key.as_bytes())
+                .then(left.initiated.cmp(&right.initiated))
+        });
+        Ok(uploads)
     }
 
     /// Heals every object under `bucket`/`prefix` (all buckets when `bucket` is `None`).
-    pub async fn heal(&self, _bucket: Option<&str>, _prefix: &str) -> Result<HealReport> {
-        todo!()
+    pub async fn heal(&self, bucket: Option<&str>, prefix: &str) -> Result<HealReport> {
+        match bucket {
+            Some(bucket) => {
+                self.inner.check_bucket(bucket)?;
+                let mut report = HealReport::default();
+                self.inner
+                    .heal_bucket(bucket, prefix, &mut report, None)
+                    .await?;
+                Ok(report)
+            }
+            None => self.inner.heal_everything(prefix, None).await,
+        }
     }
 
     /// The node's own state (shares, tokens): written at maximum parity in a system area
     /// that S3 cannot reach.
-    pub async fn put_system(&self, _key: &str, _data: Bytes) -> Result<()> {
-        todo!()
+    pub async fn put_system(&self, key: &str, data: Bytes) -> Result<()> {
+        validate_key(key)?;
+        let set = self.inner.set_for(SYSTEM_BUCKET, key);
+        let parity = self.inner.set_size / 2;
+        let body: ByteStream = Box::pin(futures::stream::iter([Ok(data)]));
+        set.put(SYSTEM_BUCKET, key, body, PutOptions::default(), parity)
+            .await?;
+        Ok(())
     }
-    pub async fn get_system(&self, _key: &str) -> Result<Option<Bytes>> {
-        todo!()
+
+    pub async fn get_system(&self, key: &str) -> Result<Option<Bytes>> {
+        validate_key(key)?;
+        let set = self.inner.set_for(SYSTEM_BUCKET, key);
+        let (_, _, mut body) = match set.get(SYSTEM_BUCKET, key, None).await {
+            Ok(found) => found,
+            Err(StorageError::NoSuchKey { .. }) => return Ok(None),
+            Err(error) => return Err(error),
+        };
+        let mut data = Vec::new();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|error| StorageError::ReadQuorum(error.to_string()))?;
+            data.extend_from_slice(&chunk);
+        }
+        Ok(Some(Bytes::from(data)))
     }
-    pub async fn delete_system(&self, _key: &str) -> Result<()> {
-        todo!()
+
+    pub async fn delete_system(&self, key: &str) -> Result<()> {
+        validate_key(key)?;
+        self.inner
+            .set_for(SYSTEM_BUCKET, key)
+            .delete(SYSTEM_BUCKET, key)
+            .await
     }
-    pub async fn list_system(&self, _prefix: &str) -> Result<Vec<String>> {
-        todo!()
+
+    pub async fn list_system(&self, prefix: &str) -> Result<Vec<String>> {
+        let mut keys = Vec::new();
+        let mut after = None;
+        loop {
+            let request = ListRequest {
+                prefix: prefix.into(),
+                delimiter: None,
+                after: after.clone(),
+                max_keys: HEAL_PAGE_KEYS,
+            };
+            let page = self.inner.list(SYSTEM_BUCKET, &request).await?;
+            keys.extend(page.objects.into_iter().map(|object| object.key));
+            if !page.is_truncated {
+                return Ok(keys);
+            }
+            after = page.next_after;
+        }
     }
+}
+
+impl Inner {
+    pub(crate) fn drives(&self) -> impl Iterator<Item = &PathBuf> {
+        self.drives.iter()
+    }
+
+    /// The set an object lives in: SipHash-2-4 (keyed with the deployment id) of
+    /// `bucket/key`, modulo the set count.
+    pub(crate) fn set_for(&self, bucket: &str, key: &str) -> &Arc<ErasureSet> {
+        use std::hash::Hasher;
+        let mut hasher = siphasher::sip::SipHasher24::new_with_key(&self.hash_key);
+        hasher.write(bucket.as_bytes());
+        hasher.write(b"/");
+        hasher.write(key.as_bytes());
+        &self.sets[(hasher.finish() % self.sets.len() as u64) as usize]
+    }
+
+    fn bucket_created(&self, bucket: &str) -> Option<OffsetDateTime> {
+        let buckets = self
+            .buckets
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        buckets.get(bucket).copied()
+    }
+
+    fn buckets_write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, OffsetDateTime>> {
+        self.buckets
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn check_bucket(&self, bucket: &str) -> Result<()> {
+        if bucket == SYSTEM_BUCKET || self.bucket_created(bucket).is_some() {
+            Ok(())
+        } else {
+            Err(StorageError::NoSuchBucket(bucket.into()))
+        }
+    }
+
+    pub(crate) fn bucket_names(&self) -> Vec<String> {
+        let buckets = self
+            .buckets
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        buckets.keys().cloned().collect()
+    }
+
+    /// Buckets known to any drive (a replaced drive learns them through heal).
+    async fn load_buckets(&self) {
+        let mut found: BTreeMap<String, OffsetDateTime> = BTreeMap::new();
+        for drive in &self.drives {
+            let folder = format::system_dir(drive).join("buckets");
+            let Ok(entries) = self.fs.read_dir(&folder).await else {
+                continue;
+            };
+            for (name, is_dir) in entries {
+                let Some(bucket) = name.strip_suffix(".json") else {
+                    continue;
+                };
+                if is_dir || found.contains_key(bucket) {
+                    continue;
+                }
+                let Ok(raw) = self.fs.read_file(&folder.join(&name)).await else {
+                    continue;
+                };
+                let Ok(record) = serde_json::from_slice::<BucketRecord>(&raw) else {
+                    continue;
+                };
+                let created = OffsetDateTime::from_unix_timestamp_nanos(
+                    i128::from(record.created_unix_ms) * 1_000_000,
+                )
+                .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+                found.insert(bucket.to_string(), created);
+            }
+        }
+        *self.buckets_write() = found;
+    }
+
+    /// Makes sure every drive has the bucket folder and record (after a drive replacement).
+    pub(crate) async fn heal_bucket_records(&self) {
+        let buckets: Vec<(String, OffsetDateTime)> = {
+            let buckets = self
+                .buckets
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            buckets
+                .iter()
+                .map(|(name, created)| (name.clone(), *created))
+                .collect()
+        };
+        for drive in &self.drives {
+            for (bucket, created) in &buckets {
+                let target = bucket_record_path(drive, bucket);
+                if self.fs.read_file(&target).await.is_ok() {
+                    continue;
+                }
+                let record = BucketRecord {
+                    created_unix_ms: (created.unix_timestamp_nanos() / 1_000_000) as i64,
+                };
+                let Ok(json) = serde_json::to_vec(&record) else {
+                    continue;
+                };
+                let _ = self.fs.create_dir_all(&drive.join(bucket)).await;
+                let _ = write_small_file(&self.fs, drive, &target, json).await;
+            }
+        }
+    }
+
+    /// Heals every object in every bucket and the system area.
+    pub(crate) async fn heal_everything(
+        &self,
+        prefix: &str,
+        pause: Option<Duration>,
+    ) -> Result<HealReport> {
+        self.heal_bucket_records().await;
+        let mut report = HealReport::default();
+        let mut buckets = self.bucket_names();
+        buckets.push(SYSTEM_BUCKET.to_string());
+        for bucket in buckets {
+            self.heal_bucket(&bucket, prefix, &mut report, pause)
+                .await?;
+        }
+        Ok(report)
+    }
+
+    pub(crate) async fn heal_bucket(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        report: &mut HealReport,
+        pause: Option<Duration>,
+    ) -> Result<()> {
+        let mut after = None;
+        loop {
+            let request = ListRequest {
+                prefix: prefix.into(),
+                delimiter: None,
+                after: after.clone(),
+                max_keys: HEAL_PAGE_KEYS,
+            };
+            let page = self.list(bucket, &request).await?;
+            for object in &page.objects {
+                report.objects_scanned += 1;
+                match self
+                    .set_for(bucket, &object.key)
+                    .heal_object(bucket, &object.key)
+                    .await
+                {
+                    Ok(outcome) => {
+                        report.objects_healed += u64::from(outcome.healed);
+                        report.shards_rebuilt += outcome.shards_rebuilt;
+                    }
+                    Err(error) => {
+                        tracing::warn!("heal {bucket}/{}: {error}", object.key);
+                        report.objects_failed += 1;
+                    }
+                }
+                if let Some(pause) = pause {
+                    tokio::time::sleep(pause).await;
+                }
+            }
+            if !page.is_truncated {
+                return Ok(());
+            }
+            after = page.next_after;
+        }
+    }
+}
+
+fn bucket_record_path(drive: &Path, bucket: &str) -> PathBuf {
+    format::system_dir(drive)
+        .join("buckets")
+        .join(format!("{bucket}.json"))
+}
+
+async fn write_small_file(fs: &Fs, drive: &Path, target: &Path, data: Vec<u8>) -> io::Result<()> {
+    let staged = format::system_dir(drive)
+        .join("tmp")
+        .join(format!("small-{}", uuid::Uuid::new_v4()));
+    fs.write_file_synced(&staged, Bytes::from(data)).await?;
+    fs.rename(&staged, target).await
+}
+
+/// S3 bucket naming rules; names of our system folders are never valid.
+pub(crate) fn validate_bucket_name(bucket: &str) -> Result<()> {
+    let invalid = || StorageError::InvalidBucketName(bucket.into());
+    let bytes = bucket.as_bytes();
+    if !(3..=63).contains(&bytes.len()) {
+        return Err(invalid());
+    }
+    let allowed =
+        |byte: &u8| byte.is_ascii_lowercase() || byte.is_ascii_digit() || b".-".contains(byte);
+    if !bytes.iter().all(allowed) {
+        return Err(invalid());
+    }
+    let edge = |byte: u8| byte.is_ascii_lowercase() || byte.is_ascii_digit();
+    if !edge(bytes[0]) || !edge(bytes[bytes.len() - 1]) {
+        return Err(invalid());
+    }
+    if bucket.contains("..") || bucket.contains(".-") || bucket.contains("-.") {
+        return Err(invalid());
+    }
+    if bucket.parse::<std::net::Ipv4Addr>().is_ok() || bucket.starts_with("xn--") {
+        return Err(invalid());
+    }
+    Ok(())
+}
+
+/// Longest `/`-separated key segment: a file name on the drives (NAME_MAX).
+const KEY_SEGMENT_BYTES_MAX: usize = 255;
+
+/// Object key rules: 1..=1024 bytes, segments of at most 255 bytes, no NUL, no empty, `.`
+/// or `..` segment, no segment that is one of our own file names, no leading `/`.
+pub(crate) fn validate_key(key: &str) -> Result<()> {
+    let invalid = |why: &str| StorageError::InvalidObjectName(format!("{why}: {key:?}"));
+    if key.is_empty() {
+        return Err(invalid("empty key"));
+    }
+    if key.len() > 1024 {
+        return Err(invalid("key longer than 1024 bytes"));
+    }
+    if key.contains('\0') {
+        return Err(invalid("key holds a NUL byte"));
+    }
+    for segment in key.split('/') {
+        match segment {
+            "" => return Err(invalid("key has an empty path segment")),
+            "." | ".." => return Err(invalid("key has a '.' or '..' segment")),
+            META_FILE | DATA_DIR => return Err(invalid("key uses a reserved name")),
+            // Each segment is a directory name on the drives.
+            _ if segment.len() > KEY_SEGMENT_BYTES_MAX => {
+                return Err(invalid("key has a path segment longer than 255 bytes"))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }

@@ -1,0 +1,182 @@
+//! The `delta-sharing-capabilities` request header and the choice of response format.
+//!
+//! The header is `key=v1,v2;key2=v3`, compared case-insensitively; entries that are not
+//! exactly `k=v` are ignored. A single requested format is answered in exactly that format;
+//! for several, parquet when the table is plain reader version 1, delta otherwise (the
+//! reference server's rule). A table whose features the client did not announce is refused
+//! rather than served with wrong rows.
+
+use crate::error::{ErrorKind, Result, SharingError};
+
+pub const CAPABILITIES_HEADER: &str = "delta-sharing-capabilities";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResponseFormat {
+    Parquet,
+    Delta,
+}
+
+impl ResponseFormat {
+    pub fn name(self) -> &'static str {
+        match self {
+            ResponseFormat::Parquet => "parquet",
+            ResponseFormat::Delta => "delta",
+        }
+    }
+}
+
+/// What the client announced.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Requested formats in order; empty means parquet.
+    pub formats: Vec<ResponseFormat>,
+    /// Lower-cased reader feature names.
+    pub reader_features: Vec<String>,
+    pub include_end_stream_action: bool,
+}
+
+impl Capabilities {
+    pub fn parse(header: Option<&str>) -> Capabilities {
+        let mut capabilities = Capabilities::default();
+        let Some(header) = header else {
+            return capabilities;
+        };
+        for entry in header.to_ascii_lowercase().split(';') {
+            let Some((key, values)) = entry.split_once('=') else {
+                continue;
+            };
+            let values = values.split(',').map(str::trim).filter(|v| !v.is_empty());
+            match key.trim() {
+                "responseformat" => {
+                    for value in values {
+                        let format = match value {
+                            "parquet" => ResponseFormat::Parquet,
+                            "delta" => ResponseFormat::Delta,
+                            _ => continue,
+                        };
+                        if !capabilities.formats.contains(&format) {
+                            capabilities.formats.push(format);
+                        }
+                    }
+                }
+                "readerfeatures" => {
+                    capabilities.reader_features.extend(values.map(str::to_string));
+                }
+                "includeendstreamaction" => {
+                    capabilities.include_end_stream_action =
+                        values.into_iter().any(|value| value == "true");
+                }
+                _ => {}
+            }
+        }
+        capabilities
+    }
+
+    pub fn has_reader_feature(&self, feature: &str) -> bool {
+        let feature = feature.to_ascii_lowercase();
+        self.reader_features.iter().any(|known| *known == feature)
+    }
+}
+
+/// What the table needs from a reader.
+#[derive(Clone, Debug, Default)]
+pub struct TableNeeds {
+    pub min_reader_version: i32,
+    /// Reader features of the protocol, as named in the log.
+    pub reader_features: Vec<String>,
+    pub column_mapping: bool,
+    pub deletion_vectors: bool,
+}
+
+impl TableNeeds {
+    /// Plain enough for the parquet format.
+    pub fn parquet_readable(&self) -> bool {
+        self.min_reader_version <= 1 && !self.column_mapping && !self.deletion_vectors
+    }
+}
+
+/// Chooses the response format, or refuses with the reference server's wording.
+pub fn choose_format(capabilities: &Capabilities, needs: &TableNeeds) -> Result<ResponseFormat> {
+    let format = match capabilities.formats.as_slice() {
+        [] => ResponseFormat::Parquet,
+        [single] => *single,
+        _ if needs.parquet_readable() => ResponseFormat::Parquet,
+        _ => ResponseFormat::Delta,
+    };
+    let unsupported = |detail: String| {
+        SharingError::new(
+            ErrorKind::Unsupported,
+            format!("Unsupported Delta Table Properties: {detail}"),
+        )
+    };
+    match format {
+        ResponseFormat::Parquet if !needs.parquet_readable() => Err(unsupported(format!(
+            "the table needs reader version {} with features [{}], which responseformat=parquet \
+             cannot express; ask for responseformat=delta",
+            needs.min_reader_version,
+            needs.reader_features.join(",")
+        ))),
+        ResponseFormat::Delta => {
+            for (needed, feature) in [
+                (needs.column_mapping, "columnMapping"),
+                (needs.deletion_vectors, "deletionVectors"),
+            ] {
+                if needed && !capabilities.has_reader_feature(feature) {
+                    return Err(unsupported(format!(
+                        "the table uses {feature}, which the client did not announce in \
+                         readerfeatures"
+                    )));
+                }
+            }
+            Ok(format)
+        }
+        ResponseFormat::Parquet => Ok(format),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_spark_and_python_headers() {
+        let spark = Capabilities::parse(Some(
+            "responseformat=parquet,delta;readerfeatures=deletionVectors,columnMapping",
+        ));
+        assert_eq!(spark.formats, [ResponseFormat::Parquet, ResponseFormat::Delta]);
+        assert!(spark.has_reader_feature("deletionvectors"));
+        assert!(spark.has_reader_feature("columnMapping"));
+        let python = Capabilities::parse(Some(
+            "responseformat=delta;readerfeatures=deletionvectors,columnmapping,timestampntz",
+        ));
+        assert_eq!(python.formats, [ResponseFormat::Delta]);
+        let odd = Capabilities::parse(Some("garbage;includeendstreamaction=TRUE;x"));
+        assert!(odd.include_end_stream_action && odd.formats.is_empty());
+    }
+
+    #[test]
+    fn chooses_like_the_reference() {
+        let plain = TableNeeds {
+            min_reader_version: 1,
+            ..Default::default()
+        };
+        let dv = TableNeeds {
+            min_reader_version: 3,
+            reader_features: vec!["deletionVectors".into()],
+            deletion_vectors: true,
+            ..Default::default()
+        };
+        let both = Capabilities::parse(Some(
+            "responseformat=delta,parquet;readerfeatures=deletionvectors",
+        ));
+        assert_eq!(choose_format(&both, &plain).unwrap(), ResponseFormat::Parquet);
+        assert_eq!(choose_format(&both, &dv).unwrap(), ResponseFormat::Delta);
+        let none = Capabilities::default();
+        assert_eq!(choose_format(&none, &plain).unwrap(), ResponseFormat::Parquet);
+        let error = choose_format(&none, &dv).unwrap_err();
+        assert!(error.message.contains("Unsupported Delta Table Properties"));
+        let delta_only = Capabilities::parse(Some("responseformat=delta"));
+        assert_eq!(choose_format(&delta_only, &plain).unwrap(), ResponseFormat::Delta);
+        assert!(choose_format(&delta_only, &dv).is_err());
+    }
+}

@@ -1,0 +1,309 @@
+//! Shared Delta tables read with `delta_kernel` through the storage node's `ObjectStore`
+//! view: snapshots (latest, by version, by timestamp), their protocol and metadata, and
+//! their active files.
+//!
+//! `delta_kernel` handlers block, so every call into it runs on the replay pool
+//! (`spawn_blocking`), never on a core thread. Snapshots are cached per table and version;
+//! the latest snapshot is refreshed incrementally (only commits after the cached version
+//! are read) on every request that asks for the latest, so a new commit is seen at once.
+
+pub mod files;
+pub mod lines;
+pub mod query;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use delta_kernel::history_manager::{first_version_after, latest_version_as_of, HistoryCommitType};
+use delta_kernel::snapshot::{Snapshot, SnapshotRef};
+use delta_kernel::table_features::ColumnMappingMode;
+use delta_kernel::Engine;
+use delta_kernel_default_engine::executor::tokio::TokioMultiThreadExecutor;
+use delta_kernel_default_engine::DefaultEngine;
+use lakeshare_storage::object_store_view::NodeObjectStore;
+use lakeshare_storage::Node;
+use serde_json::Value;
+use url::Url;
+
+use crate::capabilities::TableNeeds;
+use crate::catalog::Table;
+use crate::error::{ErrorKind, Result, SharingError};
+
+pub type KernelEngine = DefaultEngine<TokioMultiThreadExecutor>;
+
+/// Snapshots kept per table and version.
+const SNAPSHOTS_CACHED_MAX: u64 = 1024;
+
+/// Reads shared Delta tables. One per node (`SharedDeltaTables`).
+pub struct DeltaTables {
+    node: Arc<Node>,
+    executor: Arc<TokioMultiThreadExecutor>,
+    engines: Mutex<HashMap<String, Arc<KernelEngine>>>,
+    /// (table id, version) → snapshot.
+    snapshots: moka::sync::Cache<(String, u64), SnapshotRef>,
+    /// table id → newest snapshot seen.
+    latest: Mutex<HashMap<String, SnapshotRef>>,
+}
+
+/// A resolved snapshot with what the protocol needs to know about it.
+#[derive(Clone)]
+pub struct TableSnapshot {
+    pub snapshot: SnapshotRef,
+    pub bucket: String,
+    /// Table root key inside the bucket, ending with `/`.
+    pub location: String,
+    pub protocol: Value,
+    pub metadata: Value,
+    pub needs: TableNeeds,
+    pub partition_columns: Vec<String>,
+    /// Logical column name → physical name, when column mapping is on.
+    pub physical_names: HashMap<String, String>,
+}
+
+/// Which snapshot a request asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VersionSelector {
+    Latest,
+    Version(u64),
+    /// Latest commit at or before this time (ms since the epoch).
+    AsOfTimestamp(i64),
+}
+
+impl DeltaTables {
+    pub fn new(node: Arc<Node>, replay_threads: usize) -> Result<Arc<DeltaTables>> {
+        let executor = TokioMultiThreadExecutor::new_owned_runtime(Some(replay_threads.max(1)), None)
+            .map_err(|error| SharingError::internal(format!("replay pool: {error}")))?;
+        Ok(Arc::new(DeltaTables {
+            node,
+            executor: Arc::new(executor),
+            engines: Mutex::new(HashMap::new()),
+            snapshots: moka::sync::Cache::new(SNAPSHOTS_CACHED_MAX),
+            latest: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+
+    /// The kernel engine reading `bucket`.
+    pub fn engine(&self, bucket: &str) -> Arc<KernelEngine> {
+        let mut engines = self.engines.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        engines
+            .entry(bucket.to_string())
+            .or_insert_with(|| {
+                let store = Arc::new(NodeObjectStore::new(self.node.clone(), bucket.to_string()));
+                Arc::new(
+                    DefaultEngine::builder(store)
+                        .with_task_executor(self.executor.clone())
+                        .build(),
+                )
+            })
+            .clone()
+    }
+
+    /// Resolves a snapshot of `table`. Blocking: call from the replay pool.
+    pub fn snapshot_blocking(&self, table: &Table, selector: &VersionSelector) -> Result<TableSnapshot> {
+        let (bucket, location) = table_location(table)?;
+        let engine = self.engine(&bucket);
+        let url = table_url(&bucket, &location)?;
+        let latest = self.latest_blocking(&table.id, &url, engine.as_ref())?;
+        let snapshot = match selector {
+            VersionSelector::Latest => latest,
+            VersionSelector::Version(version) => {
+                self.version_blocking(&table.id, &url, engine.as_ref(), &latest, *version)?
+            }
+            VersionSelector::AsOfTimestamp(timestamp) => {
+                let commit = latest_version_as_of(
+                    &latest,
+                    engine.as_ref(),
+                    *timestamp,
+                    HistoryCommitType::Recreatable,
+                )
+                .map_err(|error| timestamp_error(*timestamp, &error.to_string()))?;
+                self.version_blocking(&table.id, &url, engine.as_ref(), &latest, commit.version)?
+            }
+        };
+        describe(snapshot, bucket, location)
+    }
+
+    /// The earliest version whose commit is at or after `timestamp` (the `/version` route).
+    pub fn version_at_or_after_blocking(&self, table: &Table, timestamp: i64) -> Result<u64> {
+        let (bucket, location) = table_location(table)?;
+        let engine = self.engine(&bucket);
+        let url = table_url(&bucket, &location)?;
+        let latest = self.latest_blocking(&table.id, &url, engine.as_ref())?;
+        match first_version_after(&latest, engine.as_ref(), timestamp, HistoryCommitType::Published) {
+            Ok(commit) => Ok(commit.version),
+            Err(error) => {
+                let message = error.to_string();
+                let latest_ts = latest.get_timestamp(engine.as_ref()).unwrap_or(i64::MAX);
+                if timestamp > latest_ts {
+                    Err(timestamp_error(timestamp, &message))
+                } else {
+                    Ok(0)
+                }
+            }
+        }
+    }
+
+    /// Commit time (ms) of a snapshot's version.
+    pub fn timestamp_blocking(&self, snapshot: &TableSnapshot) -> Result<i64> {
+        let engine = self.engine(&snapshot.bucket);
+        snapshot
+            .snapshot
+            .get_timestamp(engine.as_ref())
+            .map_err(|error| SharingError::internal(format!("commit timestamp: {error}")))
+    }
+
+    fn latest_blocking(&self, table_id: &str, url: &Url, engine: &dyn Engine) -> Result<SnapshotRef> {
+        let cached = self
+            .latest
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(table_id)
+            .cloned()
+            .filter(|snapshot| snapshot.table_root() == url);
+        let snapshot = match cached {
+            Some(previous) => Snapshot::builder_from(previous).build(engine),
+            None => Snapshot::builder_for(url.as_str()).build(engine),
+        }
+        .map_err(|error| load_error(&error.to_string()))?;
+        self.latest
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(table_id.to_string(), snapshot.clone());
+        self.snapshots
+            .insert((table_id.to_string(), snapshot.version()), snapshot.clone());
+        Ok(snapshot)
+    }
+
+    fn version_blocking(
+        &self,
+        table_id: &str,
+        url: &Url,
+        engine: &dyn Engine,
+        latest: &SnapshotRef,
+        version: u64,
+    ) -> Result<SnapshotRef> {
+        if version == latest.version() {
+            return Ok(latest.clone());
+        }
+        if version > latest.version() {
+            return Err(SharingError::invalid(format!(
+                "Cannot load table version {version} as the latest version is {}",
+                latest.version()
+            )));
+        }
+        if let Some(snapshot) = self.snapshots.get(&(table_id.to_string(), version)) {
+            return Ok(snapshot);
+        }
+        let snapshot = Snapshot::builder_for(url.as_str())
+            .at_version(version)
+            .build(engine)
+            .map_err(|error| {
+                SharingError::invalid(format!("Cannot load table version {version}: {error}"))
+            })?;
+        self.snapshots
+            .insert((table_id.to_string(), version), snapshot.clone());
+        Ok(snapshot)
+    }
+}
+
+/// Bucket and normalised location of a Delta table entry.
+pub fn table_location(table: &Table) -> Result<(String, String)> {
+    match (&table.bucket, &table.location) {
+        (Some(bucket), Some(location)) => Ok((bucket.clone(), location.clone())),
+        _ => Err(SharingError::new(
+            ErrorKind::Unsupported,
+            format!("table '{}' is not a Delta table in a bucket", table.name),
+        )),
+    }
+}
+
+/// The URL the kernel reads a table at; the object store is rooted at the bucket.
+pub fn table_url(bucket: &str, location: &str) -> Result<Url> {
+    let mut url = Url::parse(&format!("s3://{bucket}/"))
+        .map_err(|error| SharingError::internal(format!("table url: {error}")))?;
+    let mut segments = String::new();
+    for segment in location.split('/').filter(|segment| !segment.is_empty()) {
+        segments.push_str(&percent_encoding::utf8_percent_encode(segment, PATH_SEGMENT).to_string());
+        segments.push('/');
+    }
+    url.set_path(&segments);
+    Ok(url)
+}
+
+const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}');
+
+fn describe(snapshot: SnapshotRef, bucket: String, location: String) -> Result<TableSnapshot> {
+    let configuration = snapshot.table_configuration();
+    let protocol = serde_json::to_value(configuration.protocol())
+        .map_err(|error| SharingError::internal(format!("protocol: {error}")))?;
+    let metadata = serde_json::to_value(configuration.metadata())
+        .map_err(|error| SharingError::internal(format!("metadata: {error}")))?;
+    let reader_features: Vec<String> = protocol["readerFeatures"]
+        .as_array()
+        .map(|features| {
+            features
+                .iter()
+                .filter_map(|feature| feature.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let column_mapping = configuration.column_mapping_mode() != ColumnMappingMode::None;
+    let deletion_vectors = reader_features.iter().any(|f| f == "deletionVectors")
+        || metadata["configuration"]["delta.enableDeletionVectors"] == "true";
+    let needs = TableNeeds {
+        min_reader_version: protocol["minReaderVersion"].as_i64().unwrap_or(1) as i32,
+        reader_features,
+        column_mapping,
+        deletion_vectors,
+    };
+    let partition_columns = configuration.metadata().partition_columns().to_vec();
+    let mut physical_names = HashMap::new();
+    if column_mapping {
+        for field in snapshot.schema().fields() {
+            let physical = field.physical_name(configuration.column_mapping_mode());
+            physical_names.insert(field.name().to_string(), physical.to_string());
+        }
+    }
+    Ok(TableSnapshot {
+        snapshot,
+        bucket,
+        location,
+        protocol,
+        metadata,
+        needs,
+        partition_columns,
+        physical_names,
+    })
+}
+
+fn load_error(message: &str) -> SharingError {
+    if message.contains("not found") || message.contains("No files in log segment") {
+        SharingError::internal(format!("the table's log cannot be read: {message}"))
+    } else {
+        SharingError::internal(format!("log replay failed: {message}"))
+    }
+}
+
+fn timestamp_error(timestamp: i64, message: &str) -> SharingError {
+    let when = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(timestamp) * 1_000_000)
+        .ok()
+        .and_then(|time| time.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| timestamp.to_string());
+    SharingError::invalid(format!(
+        "The provided timestamp ({when}) is not within the table's history: {message}"
+    ))
+}

@@ -1,0 +1,558 @@
+//! The table routes of the sharing API for Delta tables: `version`, `metadata` and `query`.
+//!
+//! Requests are validated with the reference server's wording before any log is read. A
+//! query streams: headers and the protocol and metadata lines go out as soon as the
+//! snapshot is known, then file lines are written into buffers of `CHUNK_BYTES` and sent one
+//! by one through a bounded channel, so memory does not grow with the number of files.
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
+use http_body_util::{BodyExt, StreamBody};
+use serde_json::Value;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use crate::body::{empty_body, full_body, ResponseBody};
+use crate::capabilities::{choose_format, Capabilities, ResponseFormat, CAPABILITIES_HEADER};
+use crate::catalog::Table;
+use crate::delta::files::for_each_active_file;
+use crate::delta::lines::{metadata_line, protocol_line, FileIdHash, FileLineContext};
+use crate::delta::{DeltaTables, TableSnapshot, VersionSelector};
+use crate::error::{Result, SharingError};
+use crate::predicate::{
+    live_records, might_match, parse_predicate, FileFacts, LimitTracker, PartitionValues,
+};
+use crate::presign::Presigner;
+use crate::sharing::query_value;
+
+/// Bytes gathered before a chunk is sent.
+pub const CHUNK_BYTES: usize = 64 * 1024;
+/// Chunks in flight between the replay pool and the connection.
+pub const CHUNKS_IN_FLIGHT_MAX: usize = 4;
+pub const NDJSON_CONTENT_TYPE: &str = "application/x-ndjson; charset=utf-8";
+pub const TABLE_VERSION_HEADER: &str = "delta-table-version";
+
+/// A table request, resolved to its catalog entry.
+pub struct TableRequest<'a> {
+    pub share: &'a str,
+    pub schema: &'a str,
+    pub table: &'a Table,
+    pub headers: &'a HeaderMap,
+    pub query: &'a [(String, String)],
+}
+
+impl TableRequest<'_> {
+    fn qualified_name(&self) -> String {
+        format!("{}.{}.{}", self.share, self.schema, self.table.name)
+    }
+
+    fn require_history(&self) -> Result<()> {
+        if self.table.history_shared {
+            Ok(())
+        } else {
+            Err(SharingError::invalid(format!(
+                "Reading table by version or timestamp is not supported because history sharing \
+                 is not enabled on table: {}",
+                self.qualified_name()
+            )))
+        }
+    }
+}
+
+/// Serves the table routes of Delta tables.
+pub struct DeltaRoutes {
+    tables: Arc<DeltaTables>,
+    presigner: Arc<Presigner>,
+}
+
+impl DeltaRoutes {
+    pub fn new(tables: Arc<DeltaTables>, presigner: Arc<Presigner>) -> Self {
+        DeltaRoutes { tables, presigner }
+    }
+
+    /// `GET .../version` (and the legacy `HEAD` on the table).
+    pub async fn version(&self, request: TableRequest<'_>) -> Result<Response<ResponseBody>> {
+        let starting = query_value(request.query, "startingTimestamp");
+        let table = request.table.clone();
+        let version = match starting {
+            Some(text) => {
+                request.require_history()?;
+                let timestamp = parse_timestamp(text, "startingTimestamp")?;
+                self.blocking(move |tables| tables.version_at_or_after_blocking(&table, timestamp))
+                    .await?
+            }
+            None => {
+                self.blocking(move |tables| {
+                    Ok(tables.snapshot_blocking(&table, &VersionSelector::Latest)?.snapshot.version())
+                })
+                .await?
+            }
+        };
+        let mut response = Response::new(empty_body());
+        set_header(&mut response, TABLE_VERSION_HEADER, &version.to_string());
+        Ok(response)
+    }
+
+    /// `GET .../metadata?version=|timestamp=`: exactly the protocol and metaData lines.
+    pub async fn metadata(&self, request: TableRequest<'_>) -> Result<Response<ResponseBody>> {
+        let version = query_value(request.query, "version");
+        let timestamp = query_value(request.query, "timestamp");
+        let selector = match (version, timestamp) {
+            (Some(_), Some(_)) => {
+                return Err(SharingError::invalid("Please only provide one of: version,timestamp"))
+            }
+            (Some(text), None) => {
+                request.require_history()?;
+                let version = parse_long(&Value::String(text.to_string()))?;
+                if version < 0 {
+                    return Err(SharingError::invalid("version cannot be negative"));
+                }
+                VersionSelector::Version(version as u64)
+            }
+            (None, Some(text)) => {
+                request.require_history()?;
+                VersionSelector::AsOfTimestamp(parse_timestamp(text, "timestamp")?)
+            }
+            (None, None) => VersionSelector::Latest,
+        };
+        let capabilities = capabilities(request.headers);
+        let table = request.table.clone();
+        let snapshot = self
+            .blocking(move |tables| tables.snapshot_blocking(&table, &selector))
+            .await?;
+        let format = choose_format(&capabilities, &snapshot.needs)?;
+        let mut body = String::new();
+        body.push_str(&protocol_line(format, &snapshot).to_string());
+        body.push('\n');
+        body.push_str(
+            &metadata_line(format, &snapshot, request.table.history_shared, None).to_string(),
+        );
+        body.push('\n');
+        Ok(ndjson_response(
+            full_body(body),
+            snapshot.snapshot.version(),
+            format,
+            false,
+        ))
+    }
+
+    /// `POST .../query`.
+    pub async fn query(
+        &self,
+        request: TableRequest<'_>,
+        body: Bytes,
+    ) -> Result<Response<ResponseBody>> {
+        let query = QueryRequest::parse(&body)?;
+        let selector = query.selector()?;
+        if selector != VersionSelector::Latest {
+            request.require_history()?;
+        }
+        if query.starting_version.is_some() {
+            return Err(SharingError::new(
+                crate::error::ErrorKind::Unsupported,
+                "streaming queries (startingVersion) are not available on this node yet",
+            ));
+        }
+        let capabilities = capabilities(request.headers);
+        let id_hash_header = match request.headers.get("fileidhash") {
+            Some(value) => Some(FileIdHash::parse_header(value.to_str().unwrap_or(""))?),
+            None => None,
+        };
+        let table = request.table.clone();
+        let history_shared = request.table.history_shared;
+        let snapshot = self
+            .blocking(move |tables| tables.snapshot_blocking(&table, &selector))
+            .await?;
+        let format = choose_format(&capabilities, &snapshot.needs)?;
+        let id_hash = id_hash_header.unwrap_or(FileIdHash::default_for(format));
+        let version = snapshot.snapshot.version();
+        let line_version = (selector != VersionSelector::Latest).then_some(version);
+
+        let (sender, mut receiver) =
+            tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(CHUNKS_IN_FLIGHT_MAX);
+        let mut head = String::new();
+        head.push_str(&protocol_line(format, &snapshot).to_string());
+        head.push('\n');
+        head.push_str(&metadata_line(format, &snapshot, history_shared, None).to_string());
+        head.push('\n');
+        let tables = self.tables.clone();
+        let presigner = self.presigner.clone();
+        tokio::task::spawn_blocking(move || {
+            let result = stream_files(
+                &tables,
+                &presigner,
+                &snapshot,
+                format,
+                id_hash,
+                line_version,
+                &query,
+                head,
+                &sender,
+            );
+            if let Err(error) = result {
+                tracing::warn!(%error, "query stream failed");
+                let _ = sender.blocking_send(Err(std::io::Error::other(error.to_string())));
+            }
+        });
+        let stream = futures::stream::poll_fn(move |context| receiver.poll_recv(context));
+        let body = StreamBody::new(futures::StreamExt::map(stream, |chunk| {
+            chunk.map(http_body::Frame::data)
+        }))
+        .boxed();
+        let mut response = ndjson_response(body, version, format, false);
+        if let Some(id_hash) = id_hash_header {
+            set_header(&mut response, "fileidhash", id_hash.header_value());
+        }
+        Ok(response)
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&DeltaTables) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let tables = self.tables.clone();
+        tokio::task::spawn_blocking(move || work(&tables))
+            .await
+            .map_err(|error| SharingError::internal(format!("replay task: {error}")))?
+    }
+}
+
+/// Writes the head and then every file line into chunks; runs on the replay pool.
+#[allow(clippy::too_many_arguments)]
+fn stream_files(
+    tables: &DeltaTables,
+    presigner: &Presigner,
+    snapshot: &TableSnapshot,
+    format: ResponseFormat,
+    id_hash: FileIdHash,
+    line_version: Option<u64>,
+    query: &QueryRequest,
+    head: String,
+    sender: &tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
+) -> Result<()> {
+    let engine = tables.engine(&snapshot.bucket);
+    let context = FileLineContext::new(format, snapshot, presigner, id_hash, line_version)?;
+    let predicate = query.json_predicate_hints.as_deref().and_then(parse_predicate);
+    let has_hints = predicate.is_some() || !query.predicate_hints.is_empty();
+    let mut limit = LimitTracker::for_request(
+        query.limit_hint.map(|limit| limit.max(0) as u64),
+        has_hints,
+    );
+    let mut chunk = BytesMut::with_capacity(CHUNK_BYTES * 2);
+    chunk.put_slice(head.as_bytes());
+    let mut failure = None;
+    let mut closed = false;
+    for_each_active_file(snapshot, engine.as_ref(), |file| {
+        let stats = if predicate.is_some() || limit.is_some() {
+            file.stats.and_then(|text| serde_json::from_str::<Value>(text).ok())
+        } else {
+            None
+        };
+        if let Some(predicate) = &predicate {
+            let partition_values = RowPartitionValues(&file.partition_values);
+            let facts = FileFacts::new(&snapshot.partition_columns, &partition_values)
+                .with_stats(stats.as_ref())
+                .with_physical_names(&snapshot.physical_names);
+            if !might_match(predicate, &facts) {
+                return ControlFlow::Continue(());
+            }
+        }
+        if let Some(tracker) = &mut limit {
+            let cardinality = file
+                .deletion_vector
+                .as_ref()
+                .map(|dv| dv.cardinality.max(0) as u64);
+            if !tracker.admit(live_records(stats.as_ref(), cardinality)) {
+                return ControlFlow::Break(());
+            }
+        }
+        match context.file_line(file) {
+            Ok((line, _)) => {
+                let _ = serde_json::to_writer((&mut chunk).writer(), &line);
+                chunk.put_u8(b'\n');
+            }
+            Err(error) => {
+                failure = Some(error);
+                return ControlFlow::Break(());
+            }
+        }
+        if chunk.len() >= CHUNK_BYTES && sender.blocking_send(Ok(chunk.split().freeze())).is_err() {
+            closed = true;
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    })?;
+    if let Some(error) = failure {
+        return Err(error);
+    }
+    if !closed && !chunk.is_empty() {
+        let _ = sender.blocking_send(Ok(chunk.freeze()));
+    }
+    Ok(())
+}
+
+/// The body of `POST .../query`, parsed leniently like the reference server (numbers may be
+/// strings; unknown fields are ignored).
+#[derive(Clone, Debug, Default)]
+pub struct QueryRequest {
+    pub predicate_hints: Vec<String>,
+    pub json_predicate_hints: Option<String>,
+    pub limit_hint: Option<i64>,
+    pub version: Option<i64>,
+    pub timestamp: Option<String>,
+    pub starting_version: Option<i64>,
+    pub ending_version: Option<i64>,
+    pub max_files: Option<i64>,
+    pub page_token: Option<String>,
+    pub include_refresh_token: bool,
+    pub refresh_token: Option<String>,
+    pub idempotency_key: Option<String>,
+}
+
+impl QueryRequest {
+    pub fn parse(body: &[u8]) -> Result<QueryRequest> {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Err(SharingError::malformed("No content to map due to end-of-input"));
+        }
+        let value: Value = serde_json::from_slice(body)
+            .map_err(|error| SharingError::malformed(format!("invalid request json: {error}")))?;
+        let Value::Object(fields) = value else {
+            return Err(SharingError::malformed("the request body must be a JSON object"));
+        };
+        let mut request = QueryRequest::default();
+        for (name, value) in &fields {
+            if value.is_null() {
+                continue;
+            }
+            match name.as_str() {
+                "predicateHints" => {
+                    let Value::Array(items) = value else {
+                        return Err(SharingError::malformed(
+                            "Expected an array for repeated field predicateHints",
+                        ));
+                    };
+                    request.predicate_hints = items
+                        .iter()
+                        .map(|item| item.as_str().map(str::to_string).unwrap_or_default())
+                        .collect();
+                }
+                "jsonPredicateHints" => request.json_predicate_hints = Some(string_field(name, value)?),
+                "limitHint" => request.limit_hint = Some(parse_long(value)?),
+                "version" => request.version = Some(parse_long(value)?),
+                "timestamp" => request.timestamp = Some(string_field(name, value)?),
+                "startingVersion" => request.starting_version = Some(parse_long(value)?),
+                "endingVersion" => request.ending_version = Some(parse_long(value)?),
+                "maxFiles" => request.max_files = Some(parse_long(value)?),
+                "pageToken" => request.page_token = Some(string_field(name, value)?),
+                "includeRefreshToken" => request.include_refresh_token = parse_bool(name, value)?,
+                "refreshToken" => request.refresh_token = Some(string_field(name, value)?),
+                "idempotencyKey" | "idempotency_key" => {
+                    request.idempotency_key = Some(string_field(name, value)?)
+                }
+                _ => {}
+            }
+        }
+        Ok(request)
+    }
+
+    /// The snapshot asked for, after the reference server's parameter checks.
+    pub fn selector(&self) -> Result<VersionSelector> {
+        let given = [
+            self.version.is_some(),
+            self.timestamp.is_some(),
+            self.starting_version.is_some(),
+        ];
+        if given.iter().filter(|given| **given).count() > 1 {
+            return Err(SharingError::invalid(
+                "Please only provide one of: version,timestamp,startingVersion",
+            ));
+        }
+        if (self.version.is_some() || self.timestamp.is_some() || self.starting_version.is_some())
+            && (self.include_refresh_token || self.refresh_token.is_some())
+        {
+            return Err(SharingError::invalid(
+                "includeRefreshToken cannot be used when querying a specific version",
+            ));
+        }
+        if self.page_token.is_some() && self.include_refresh_token {
+            return Err(SharingError::invalid(
+                "includeRefreshToken must be used in the first page request",
+            ));
+        }
+        if let Some(max_files) = self.max_files {
+            if max_files <= 0 {
+                return Err(SharingError::invalid("maxFiles must be positive"));
+            }
+            if max_files > i64::from(i32::MAX) {
+                return Err(SharingError::invalid(format!("Not an int32 value: {max_files}")));
+            }
+        }
+        if let Some(version) = self.version {
+            if version < 0 {
+                return Err(SharingError::invalid("table version cannot be negative"));
+            }
+            return Ok(VersionSelector::Version(version as u64));
+        }
+        if let Some(version) = self.starting_version {
+            if version < 0 {
+                return Err(SharingError::invalid("startingVersion cannot be negative"));
+            }
+            if let Some(end) = self.ending_version {
+                if version > end {
+                    return Err(SharingError::invalid(format!(
+                        "startingVersion({version}) must be smaller than or equal to \
+                         endingVersion({end})"
+                    )));
+                }
+            }
+        }
+        if let Some(text) = &self.timestamp {
+            return Ok(VersionSelector::AsOfTimestamp(parse_timestamp(text, "timestamp")?));
+        }
+        Ok(VersionSelector::Latest)
+    }
+}
+
+pub fn capabilities(headers: &HeaderMap) -> Capabilities {
+    Capabilities::parse(
+        headers
+            .get(CAPABILITIES_HEADER)
+            .and_then(|value| value.to_str().ok()),
+    )
+}
+
+/// An NDJSON response with the protocol's headers.
+pub fn ndjson_response(
+    body: ResponseBody,
+    version: u64,
+    format: ResponseFormat,
+    end_stream_action: bool,
+) -> Response<ResponseBody> {
+    let mut response = Response::new(body);
+    *response.status_mut() = StatusCode::OK;
+    set_header(&mut response, header::CONTENT_TYPE.as_str(), NDJSON_CONTENT_TYPE);
+    set_header(&mut response, TABLE_VERSION_HEADER, &version.to_string());
+    let mut capabilities = format!("responseformat={}", format.name());
+    if end_stream_action {
+        capabilities.push_str(";includeendstreamaction=true");
+    }
+    set_header(&mut response, CAPABILITIES_HEADER, &capabilities);
+    response
+}
+
+fn set_header(response: &mut Response<ResponseBody>, name: &str, value: &str) {
+    if let (Ok(name), Ok(value)) = (
+        http::header::HeaderName::from_bytes(name.as_bytes()),
+        HeaderValue::from_str(value),
+    ) {
+        response.headers_mut().insert(name, value);
+    }
+}
+
+/// ISO-8601 with an offset (`2022-01-01T00:00:00Z`), or the legacy `yyyy-mm-dd hh:mm:ss[.f]`
+/// taken as UTC; milliseconds since the epoch.
+pub fn parse_timestamp(text: &str, parameter: &str) -> Result<i64> {
+    let trimmed = text.trim();
+    let parsed = OffsetDateTime::parse(trimmed, &Rfc3339).or_else(|_| {
+        let legacy = time::macros::format_description!(
+            "[year]-[month]-[day] [hour]:[minute]:[second][optional [.[subsecond]]]"
+        );
+        time::PrimitiveDateTime::parse(trimmed, legacy).map(|time| time.assume_utc())
+    });
+    match parsed {
+        Ok(time) => Ok((time.unix_timestamp_nanos() / 1_000_000) as i64),
+        Err(_) => Err(SharingError::invalid(format!("Invalid {parameter}: {text}"))),
+    }
+}
+
+fn parse_long(value: &Value) -> Result<i64> {
+    match value {
+        Value::Number(number) => number
+            .as_i64()
+            .ok_or_else(|| SharingError::invalid(format!("Not a numeric value: {number}"))),
+        Value::String(text) => text
+            .trim()
+            .parse()
+            .map_err(|_| SharingError::invalid(format!("Not a numeric value: {text}"))),
+        other => Err(SharingError::malformed(format!("Not a numeric value: {other}"))),
+    }
+}
+
+fn parse_bool(name: &str, value: &Value) -> Result<bool> {
+    match value {
+        Value::Bool(flag) => Ok(*flag),
+        Value::String(text) if text.eq_ignore_ascii_case("true") => Ok(true),
+        Value::String(text) if text.eq_ignore_ascii_case("false") => Ok(false),
+        other => Err(SharingError::malformed(format!(
+            "Expected a boolean for {name} but got {other}"
+        ))),
+    }
+}
+
+fn string_field(name: &str, value: &Value) -> Result<String> {
+    match value {
+        Value::String(text) => Ok(text.clone()),
+        other => Err(SharingError::malformed(format!(
+            "Expected a string for {name} but got {other}"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_bodies_parse_leniently() {
+        let request = QueryRequest::parse(br#"{"version":"3","limitHint":5,"idempotency_key":"k"}"#)
+            .unwrap();
+        assert_eq!(request.version, Some(3));
+        assert_eq!(request.selector().unwrap(), VersionSelector::Version(3));
+        assert!(QueryRequest::parse(b"").unwrap_err().message.contains("end-of-input"));
+        assert!(QueryRequest::parse(br#"{"version":"x3"}"#)
+            .unwrap_err()
+            .message
+            .contains("Not a numeric value: x3"));
+        assert!(QueryRequest::parse(br#"{"predicateHints":"a"}"#).is_err());
+        assert_eq!(QueryRequest::parse(b"{}").unwrap().selector().unwrap(), VersionSelector::Latest);
+    }
+
+    #[test]
+    fn conflicting_parameters_use_the_reference_wording() {
+        let both = QueryRequest::parse(br#"{"version":1,"timestamp":"2024-01-01T00:00:00Z"}"#)
+            .unwrap();
+        assert!(both.selector().unwrap_err().message.contains("Please only provide one of"));
+        let negative = QueryRequest::parse(br#"{"version":-1}"#).unwrap();
+        assert!(negative.selector().unwrap_err().message.contains("cannot be negative"));
+        let refresh = QueryRequest::parse(br#"{"version":1,"includeRefreshToken":true}"#).unwrap();
+        assert!(refresh.selector().is_err());
+        let zero = QueryRequest::parse(br#"{"maxFiles":0}"#).unwrap();
+        assert!(zero.selector().unwrap_err().message.contains("maxFiles must be positive"));
+    }
+
+    #[test]
+    fn timestamps_accept_iso_and_legacy_forms() {
+        assert_eq!(parse_timestamp("1970-01-01T00:00:01Z", "t").unwrap(), 1000);
+        assert_eq!(parse_timestamp("1970-01-01T00:00:01-08:00", "t").unwrap(), 28_801_000);
+        assert_eq!(parse_timestamp("1970-01-01 00:00:01.5", "t").unwrap(), 1500);
+        assert!(parse_timestamp("yesterday", "startingTimestamp")
+            .unwrap_err()
+            .message
+            .contains("Invalid startingTimestamp"));
+    }
+}
+
+/// A file row's partition values as the predicate evaluator reads them.
+struct RowPartitionValues<'a, 'b>(&'a [(&'b str, Option<&'b str>)]);
+
+impl PartitionValues for RowPartitionValues<'_, '_> {
+    fn partition_value(&self, physical_name: &str) -> Option<Option<&str>> {
+        self.0
+            .iter()
+            .find(|(key, _)| *key == physical_name)
+            .map(|(_, value)| *value)
+    }
+}

@@ -1,0 +1,314 @@
+//! Server configuration in two stages: `RawConfig` mirrors the command line and the
+//! environment (clap defines each key once: flag, env alias, default, doc text);
+//! `Config::from_raw` validates and derives, and `Config` is the only form past `main`.
+//!
+//! Invariant: validation reports every bad value at once, never just the first.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+
+use clap::Args;
+use lakeshare_engine::io::IoChoice;
+use lakeshare_storage::s3::RootCredentials;
+
+/// Default listening address.
+pub const ADDRESS_DEFAULT: &str = "0.0.0.0:9000";
+/// Drive used when none is given.
+pub const DRIVE_DEFAULT: &str = "./data";
+/// Credentials used when none are configured (MinIO's).
+pub const ROOT_USER_DEFAULT: &str = "minioadmin";
+pub const ROOT_PASSWORD_DEFAULT: &str = "minioadmin";
+/// Shortest access key and secret key accepted (MinIO's limits).
+pub const ROOT_USER_CHARS_MIN: usize = 3;
+pub const ROOT_PASSWORD_CHARS_MIN: usize = 8;
+
+/// `lakeshare server` as typed.
+#[derive(Args, Clone, Debug, Default)]
+pub struct RawConfig {
+    /// Drive folders; MinIO's ellipsis syntax expands ranges, e.g. `/mnt/disk{1...8}`.
+    /// Without any, one drive `./data`.
+    #[arg(value_name = "DRIVE")]
+    pub drives: Vec<String>,
+    /// Address to listen on, `HOST:PORT` or `:PORT`.
+    #[arg(long, env = "LAKESHARE_ADDRESS", default_value = ADDRESS_DEFAULT)]
+    pub address: String,
+    /// Worker threads, each with its own runtime and listener [default: available cores].
+    #[arg(long, env = "LAKESHARE_THREADS")]
+    pub threads: Option<usize>,
+    /// Drive I/O back-end: `auto` (io_uring, else a thread pool), `uring` or `threads`.
+    #[arg(long, env = "LAKESHARE_IO", default_value = "auto")]
+    pub io: String,
+    /// Folder with `public.crt` and `private.key`: serve HTTPS when both exist.
+    #[arg(long, env = "LAKESHARE_CERTS_DIR", value_name = "DIR")]
+    pub certs_dir: Option<PathBuf>,
+    /// Parity shards per erasure set [default: MinIO's for the set size].
+    #[arg(long, env = "LAKESHARE_PARITY")]
+    pub parity: Option<usize>,
+}
+
+/// The validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub drives: Vec<PathBuf>,
+    pub address: SocketAddr,
+    pub threads: usize,
+    pub io: IoChoice,
+    pub certs_dir: Option<PathBuf>,
+    pub parity: Option<usize>,
+    pub credentials: RootCredentials,
+    /// The credentials are the built-in defaults (warn loudly).
+    pub credentials_defaulted: bool,
+}
+
+impl Config {
+    /// Validates `raw`; `env` reads environment variables (injected for tests).
+    pub fn from_raw(
+        raw: RawConfig,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, Vec<String>> {
+        let mut errors = Vec::new();
+        let drive_args = if raw.drives.is_empty() {
+            vec![DRIVE_DEFAULT.to_owned()]
+        } else {
+            raw.drives
+        };
+        let drives = lakeshare_storage::drives::expand_drive_args(&drive_args)
+            .map_err(|e| errors.push(format!("drives: {e}")))
+            .unwrap_or_default();
+        let address = parse_address(&raw.address)
+            .map_err(|e| errors.push(format!("--address {:?}: {e}", raw.address)))
+            .ok();
+        let threads = match raw.threads {
+            Some(0) => {
+                errors.push("--threads must be at least 1".to_owned());
+                1
+            }
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, usize::from),
+        };
+        let io = parse_io(&raw.io)
+            .map_err(|e| errors.push(e))
+            .unwrap_or(IoChoice::Auto);
+        if let Some(folder) = &raw.certs_dir {
+            if !folder.is_dir() {
+                errors.push(format!("--certs-dir {}: not a folder", folder.display()));
+            }
+        }
+        if let Some(parity) = raw.parity {
+            let drive_count = drives.len();
+            if drive_count > 0 && parity > drive_count / 2 {
+                errors.push(format!(
+                    "--parity {parity}: at most half the drives of a set ({drive_count} given)"
+                ));
+            }
+        }
+        let (credentials, credentials_defaulted) = root_credentials(env)
+            .map_err(|e| errors.extend(e))
+            .unwrap_or_else(|()| (default_credentials(), true));
+        match (address, errors.is_empty()) {
+            (Some(address), true) => Ok(Config {
+                drives,
+                address,
+                threads,
+                io,
+                certs_dir: raw.certs_dir,
+                parity: raw.parity,
+                credentials,
+                credentials_defaulted,
+            }),
+            _ => Err(errors),
+        }
+    }
+}
+
+/// `HOST:PORT`, `:PORT` (all interfaces) or a resolvable `NAME:PORT`.
+pub fn parse_address(text: &str) -> Result<SocketAddr, String> {
+    let text = text.trim();
+    let full = if text.starts_with(':') {
+        format!("0.0.0.0{text}")
+    } else {
+        text.to_owned()
+    };
+    if let Ok(address) = full.parse::<SocketAddr>() {
+        return Ok(address);
+    }
+    let mut resolved = full.to_socket_addrs().map_err(|e| e.to_string())?;
+    resolved
+        .next()
+        .ok_or_else(|| "resolves to no address".to_owned())
+}
+
+/// `--io` / `LAKESHARE_IO`.
+pub fn parse_io(text: &str) -> Result<IoChoice, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "auto" => Ok(IoChoice::Auto),
+        "uring" | "io_uring" | "io-uring" => Ok(IoChoice::Uring),
+        "threads" | "thread" | "pool" => Ok(IoChoice::Threads),
+        other => Err(format!("--io {other:?}: expected auto, uring or threads")),
+    }
+}
+
+/// Root credentials: `LAKESHARE_ROOT_USER`/`_PASSWORD`, else `MINIO_ROOT_USER`/`_PASSWORD`,
+/// else the defaults (second value `true`). Half a pair is an error.
+pub fn root_credentials(
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(RootCredentials, bool), Vec<String>> {
+    for (user_var, password_var) in [
+        ("LAKESHARE_ROOT_USER", "LAKESHARE_ROOT_PASSWORD"),
+        ("MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD"),
+    ] {
+        let user = env(user_var).filter(|v| !v.is_empty());
+        let password = env(password_var).filter(|v| !v.is_empty());
+        match (user, password) {
+            (None, None) => continue,
+            (Some(user), Some(password)) => {
+                let mut errors = Vec::new();
+                if user.chars().count() < ROOT_USER_CHARS_MIN {
+                    errors.push(format!(
+                        "{user_var} must be at least {ROOT_USER_CHARS_MIN} characters"
+                    ));
+                }
+                if password.chars().count() < ROOT_PASSWORD_CHARS_MIN {
+                    errors.push(format!(
+                        "{password_var} must be at least {ROOT_PASSWORD_CHARS_MIN} characters"
+                    ));
+                }
+                if !errors.is_empty() {
+                    return Err(errors);
+                }
+                return Ok((
+                    RootCredentials {
+                        access_key: user,
+                        secret_key: password,
+                    },
+                    false,
+                ));
+            }
+            (Some(_), None) => {
+                return Err(vec![format!("{user_var} is set but {password_var} is not")])
+            }
+            (None, Some(_)) => {
+                return Err(vec![format!("{password_var} is set but {user_var} is not")])
+            }
+        }
+    }
+    Ok((default_credentials(), true))
+}
+
+/// The warning printed when the default credentials are in use.
+pub const DEFAULT_CREDENTIALS_WARNING: &str = "\
+##########################################################################
+#  WARNING: lakeshare is using the DEFAULT root credentials              #
+#           (minioadmin / minioadmin). Anyone can read and write.        #
+#  Set LAKESHARE_ROOT_USER and LAKESHARE_ROOT_PASSWORD to fix this.      #
+##########################################################################";
+
+fn default_credentials() -> RootCredentials {
+    RootCredentials {
+        access_key: ROOT_USER_DEFAULT.to_owned(),
+        secret_key: ROOT_PASSWORD_DEFAULT.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env_of(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name| map.get(name).cloned()
+    }
+
+    fn raw(drives: &[&str]) -> RawConfig {
+        RawConfig {
+            drives: drives.iter().map(|d| d.to_string()).collect(),
+            address: ADDRESS_DEFAULT.to_owned(),
+            io: "auto".to_owned(),
+            ..RawConfig::default()
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let config = Config::from_raw(raw(&[]), &env_of(&[])).unwrap();
+        assert_eq!(config.drives, vec![PathBuf::from(DRIVE_DEFAULT)]);
+        assert_eq!(config.address, "0.0.0.0:9000".parse().unwrap());
+        assert!(config.threads >= 1);
+        assert_eq!(config.io, IoChoice::Auto);
+        assert!(config.credentials_defaulted);
+        assert_eq!(config.credentials.access_key, "minioadmin");
+    }
+
+    #[test]
+    fn drives_are_brace_expanded() {
+        let config = Config::from_raw(raw(&["/tmp/x/d{1...4}"]), &env_of(&[])).unwrap();
+        assert_eq!(config.drives.len(), 4);
+        assert_eq!(config.drives[3], PathBuf::from("/tmp/x/d4"));
+    }
+
+    #[test]
+    fn address_forms() {
+        assert_eq!(
+            parse_address(":9000").unwrap(),
+            "0.0.0.0:9000".parse().unwrap()
+        );
+        assert_eq!(
+            parse_address("127.0.0.1:0").unwrap(),
+            "127.0.0.1:0".parse().unwrap()
+        );
+        assert!(parse_address("nonsense").is_err());
+    }
+
+    #[test]
+    fn io_choices() {
+        assert_eq!(parse_io("AUTO").unwrap(), IoChoice::Auto);
+        assert_eq!(parse_io("uring").unwrap(), IoChoice::Uring);
+        assert_eq!(parse_io("threads").unwrap(), IoChoice::Threads);
+        assert!(parse_io("fast").is_err());
+    }
+
+    #[test]
+    fn credentials_precedence() {
+        let env = env_of(&[
+            ("LAKESHARE_ROOT_USER", "lakeuser"),
+            ("LAKESHARE_ROOT_PASSWORD", "lakepassword"),
+            ("MINIO_ROOT_USER", "miniouser"),
+            ("MINIO_ROOT_PASSWORD", "miniopassword"),
+        ]);
+        let (credentials, defaulted) = root_credentials(&env).unwrap();
+        assert_eq!(credentials.access_key, "lakeuser");
+        assert!(!defaulted);
+        let env = env_of(&[
+            ("MINIO_ROOT_USER", "miniouser"),
+            ("MINIO_ROOT_PASSWORD", "miniopass"),
+        ]);
+        assert_eq!(root_credentials(&env).unwrap().0.secret_key, "miniopass");
+        let env = env_of(&[("LAKESHARE_ROOT_USER", "lakeuser")]);
+        assert!(root_credentials(&env).is_err());
+    }
+
+    #[test]
+    fn every_bad_value_is_reported_at_once() {
+        let mut bad = raw(&["/tmp/d{1...2"]);
+        bad.address = "nonsense".to_owned();
+        bad.io = "fast".to_owned();
+        bad.threads = Some(0);
+        let env = env_of(&[
+            ("LAKESHARE_ROOT_USER", "u"),
+            ("LAKESHARE_ROOT_PASSWORD", "short"),
+        ]);
+        let errors = Config::from_raw(bad, &env).unwrap_err();
+        assert_eq!(errors.len(), 6, "{errors:#?}");
+    }
+
+    #[test]
+    fn parity_above_half_is_refused() {
+        let mut config = raw(&["/tmp/p/d{1...4}"]);
+        config.parity = Some(3);
+        assert!(Config::from_raw(config, &env_of(&[])).is_err());
+    }
+}

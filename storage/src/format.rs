@@ -1,0 +1,286 @@
+//! Drive identity and set layout: `<drive>/.lakeshare.sys/format.json`.
+//!
+//! Invariants: every formatted drive of a deployment carries the same deployment id and set
+//! layout; a drive serves only the slot its uuid names. Opening refuses a drive from another
+//! deployment or in the wrong slot (naming the drive path), formats a wholly fresh node, and
+//! stamps an empty replacement drive into its slot (the caller then heals everything).
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, StorageError};
+use crate::fsio::Fs;
+
+/// The per-drive system folder; never a valid bucket name.
+pub(crate) const SYSTEM_DIR: &str = ".lakeshare.sys";
+const FORMAT_FILE: &str = "format.json";
+const FORMAT_VERSION: u32 = 1;
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct FormatFile {
+    pub(crate) version: u32,
+    pub(crate) deployment_id: String,
+    /// Drive uuids per set, in slot order.
+    pub(crate) sets: Vec<Vec<String>>,
+    /// This drive's uuid.
+    pub(crate) this: String,
+}
+
+pub(crate) struct OpenedLayout {
+    pub(crate) deployment_id: String,
+    /// Drives stamped during this open into a formatted deployment.
+    pub(crate) replaced: Vec<PathBuf>,
+}
+
+pub(crate) fn system_dir(drive: &Path) -> PathBuf {
+    drive.join(SYSTEM_DIR)
+}
+
+pub(crate) fn format_path(drive: &Path) -> PathBuf {
+    system_dir(drive).join(FORMAT_FILE)
+}
+
+/// Splits `drive_count` drives into sets: `forced` when given (must divide), else the largest
+/// size in 2..=16 dividing the count (one drive is one set of one).
+pub(crate) fn set_drive_count(drive_count: usize, forced: Option<usize>) -> Result<usize> {
+    if drive_count == 0 {
+        return Err(StorageError::InvalidArgument("no drives given".into()));
+    }
+    if let Some(size) = forced {
+        let valid = (size == 1 && drive_count == 1) || (2..=16).contains(&size);
+        if !valid || !drive_count.is_multiple_of(size) {
+            return Err(StorageError::InvalidArgument(format!(
+                "set size {size} does not split {drive_count} drives into sets of 2..16"
+            )));
+        }
+        return Ok(size);
+    }
+    if drive_count == 1 {
+        return Ok(1);
+    }
+    (2..=16usize)
+        .rev()
+        .find(|size| drive_count.is_multiple_of(*size))
+        .ok_or_else(|| {
+            StorageError::InvalidArgument(format!(
+                "{drive_count} drives cannot be split into equal sets of 2..16 drives"
+            ))
+        })
+}
+
+/// MinIO's default parity for a set of `set_size` drives.
+pub(crate) fn default_parity(set_size: usize) -> usize {
+    match set_size {
+        0 | 1 => 0,
+        2 | 3 => 1,
+        4 | 5 => 2,
+        6 | 7 => 3,
+        _ => 4,
+    }
+}
+
+pub(crate) fn validate_parity(set_size: usize, parity: usize) -> Result<()> {
+    if parity > set_size / 2 {
+        return Err(StorageError::InvalidArgument(format!(
+            "parity {parity} is above half of the set size {set_size}"
+        )));
+    }
+    Ok(())
+}
+
+/// Reads, checks and (for fresh drives) writes every drive's format.
+pub(crate) async fn open_layout(
+    fs: &Fs,
+    drives: &[PathBuf],
+    set_size: usize,
+) -> Result<OpenedLayout> {
+    let mut found: Vec<Option<FormatFile>> = Vec::with_capacity(drives.len());
+    for drive in drives {
+        found.push(read_format(fs, drive).await?);
+    }
+    let reference = majority_format(&found);
+    let Some(reference) = reference else {
+        return format_fresh(fs, drives, set_size).await;
+    };
+    let expected_sets: Vec<usize> = vec![set_size; drives.len() / set_size];
+    let actual_sets: Vec<usize> = reference.sets.iter().map(Vec::len).collect();
+    if expected_sets != actual_sets {
+        return Err(StorageError::InvalidArgument(format!(
+            "the drives were formatted as sets of {actual_sets:?}, not {expected_sets:?}; give \
+             the same drives in the same order"
+        )));
+    }
+    let mut replaced = Vec::new();
+    for (slot, (drive, format)) in drives.iter().zip(&found).enumerate() {
+        let expected_uuid = &reference.sets[slot / set_size][slot % set_size];
+        match format {
+            Some(format) if format.deployment_id != reference.deployment_id => {
+                return Err(StorageError::InvalidArgument(format!(
+                    "drive {} belongs to deployment {}, not {}",
+                    drive.display(),
+                    format.deployment_id,
+                    reference.deployment_id
+                )));
+            }
+            Some(format) if &format.this != expected_uuid => {
+                let home = reference
+                    .sets
+                    .iter()
+                    .flatten()
+                    .position(|uuid| uuid == &format.this);
+                let detail = match home {
+                    Some(home) => {
+                        format!("it belongs in slot {home} (drive argument {})", home + 1)
+                    }
+                    None => "its id is not part of this deployment".to_string(),
+                };
+                return Err(StorageError::InvalidArgument(format!(
+                    "drive {} is in the wrong slot {slot}: {detail}",
+                    drive.display()
+                )));
+            }
+            Some(_) => {}
+            None => {
+                let stamp = FormatFile {
+                    this: expected_uuid.clone(),
+                    ..reference.clone()
+                };
+                write_format(fs, drive, &stamp).await?;
+                replaced.push(drive.clone());
+            }
+        }
+    }
+    Ok(OpenedLayout {
+        deployment_id: reference.deployment_id.clone(),
+        replaced,
+    })
+}
+
+async fn format_fresh(fs: &Fs, drives: &[PathBuf], set_size: usize) -> Result<OpenedLayout> {
+    let deployment_id = uuid::Uuid::new_v4().to_string();
+    let uuids: Vec<String> = drives
+        .iter()
+        .map(|_| uuid::Uuid::new_v4().to_string())
+        .collect();
+    let sets: Vec<Vec<String>> = uuids.chunks(set_size).map(<[String]>::to_vec).collect();
+    for (drive, uuid) in drives.iter().zip(&uuids) {
+        let stamp = FormatFile {
+            version: FORMAT_VERSION,
+            deployment_id: deployment_id.clone(),
+            sets: sets.clone(),
+            this: uuid.clone(),
+        };
+        write_format(fs, drive, &stamp).await?;
+    }
+    Ok(OpenedLayout {
+        deployment_id,
+        replaced: Vec::new(),
+    })
+}
+
+/// `Ok(None)` for a drive with no format that is empty (fresh or a replacement).
+async fn read_format(fs: &Fs, drive: &Path) -> Result<Option<FormatFile>> {
+    match fs.read_file(&format_path(drive)).await {
+        Ok(bytes) => {
+            let format: FormatFile = serde_json::from_slice(&bytes).map_err(|error| {
+                StorageError::InvalidArgument(format!(
+                    "drive {}: unreadable {SYSTEM_DIR}/{FORMAT_FILE}: {error}",
+                    drive.display()
+                ))
+            })?;
+            Ok(Some(format))
+        }
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {
+            fs.create_dir_all(drive)
+                .await
+                .map_err(|error| drive_error(drive, error))?;
+            let entries = fs
+                .read_dir(drive)
+                .await
+                .map_err(|error| drive_error(drive, error))?;
+            let foreign: Vec<&String> = entries
+                .iter()
+                .map(|(name, _)| name)
+                .filter(|name| *name != SYSTEM_DIR)
+                .collect();
+            if !foreign.is_empty() {
+                return Err(StorageError::InvalidArgument(format!(
+                    "drive {} is not empty and has no {SYSTEM_DIR}/{FORMAT_FILE}; refusing to \
+                     format it (found {:?})",
+                    drive.display(),
+                    foreign.iter().take(3).collect::<Vec<_>>()
+                )));
+            }
+            Ok(None)
+        }
+        Err(error) => Err(drive_error(drive, error)),
+    }
+}
+
+async fn write_format(fs: &Fs, drive: &Path, format: &FormatFile) -> Result<()> {
+    let system = system_dir(drive);
+    let tmp = system.join("tmp");
+    fs.create_dir_all(&tmp)
+        .await
+        .map_err(|error| drive_error(drive, error))?;
+    let json = serde_json::to_vec_pretty(format)
+        .map_err(|error| StorageError::Internal(format!("format encode: {error}")))?;
+    let staged = tmp.join(format!("format-{}.json", uuid::Uuid::new_v4()));
+    fs.write_file_synced(&staged, Bytes::from(json))
+        .await
+        .map_err(|error| drive_error(drive, error))?;
+    fs.rename(&staged, &format_path(drive))
+        .await
+        .map_err(|error| drive_error(drive, error))
+}
+
+fn majority_format(found: &[Option<FormatFile>]) -> Option<&FormatFile> {
+    let mut best: Option<(&FormatFile, usize)> = None;
+    for format in found.iter().flatten() {
+        let count = found
+            .iter()
+            .flatten()
+            .filter(|other| other.deployment_id == format.deployment_id)
+            .count();
+        if best.is_none_or(|(_, best_count)| count > best_count) {
+            best = Some((format, count));
+        }
+    }
+    best.map(|(format, _)| format)
+}
+
+fn drive_error(drive: &Path, error: io::Error) -> StorageError {
+    StorageError::InvalidArgument(format!("drive {}: {error}", drive.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_sizes_follow_minio() {
+        assert_eq!(set_drive_count(1, None).unwrap(), 1);
+        assert_eq!(set_drive_count(4, None).unwrap(), 4);
+        assert_eq!(set_drive_count(12, None).unwrap(), 12);
+        assert_eq!(set_drive_count(32, None).unwrap(), 16);
+        assert_eq!(set_drive_count(18, None).unwrap(), 9);
+        assert_eq!(set_drive_count(8, Some(4)).unwrap(), 4);
+        assert!(set_drive_count(17, None).is_err());
+        assert!(set_drive_count(8, Some(3)).is_err());
+    }
+
+    #[test]
+    fn parity_defaults_and_limits() {
+        assert_eq!(default_parity(1), 0);
+        assert_eq!(default_parity(3), 1);
+        assert_eq!(default_parity(4), 2);
+        assert_eq!(default_parity(7), 3);
+        assert_eq!(default_parity(16), 4);
+        assert!(validate_parity(4, 2).is_ok());
+        assert!(validate_parity(4, 3).is_err());
+        assert!(validate_parity(1, 1).is_err());
+    }
+}

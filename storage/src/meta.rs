@@ -1,0 +1,148 @@
+//! Per-drive metadata files (`lakeshare.meta`, upload and part records).
+//!
+//! Layout: `b"LKSM"`, format version (u16 LE), payload length (u32 LE), payload (rmp-serde),
+//! inline length (u32 LE), inline bytes (one bitrot-framed shard), xxh64 of everything
+//! before it (u64 LE). Invariant: a record whose checksum does not match is never used; it
+//! reads as corrupt and is healed.
+
+use std::collections::BTreeMap;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// Name of an object's metadata file inside its key directory.
+pub(crate) const META_FILE: &str = "lakeshare.meta";
+/// Name of the directory holding an object's data dirs inside its key directory.
+pub(crate) const DATA_DIR: &str = "lakeshare.data";
+
+const MAGIC: &[u8; 4] = b"LKSM";
+const FORMAT_VERSION: u16 = 1;
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct PartMeta {
+    pub(crate) number: u32,
+    pub(crate) size: u64,
+    pub(crate) etag: String,
+}
+
+/// One drive's copy of an object's metadata.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct ObjectMeta {
+    /// A fresh id per write; copies with the same id describe the same version.
+    pub(crate) version_id: String,
+    pub(crate) size: u64,
+    pub(crate) etag: String,
+    pub(crate) modified_unix_nanos: i128,
+    pub(crate) content_type: Option<String>,
+    pub(crate) user_metadata: BTreeMap<String, String>,
+    pub(crate) checksums: BTreeMap<String, String>,
+    pub(crate) data: usize,
+    pub(crate) parity: usize,
+    pub(crate) block_bytes: u64,
+    /// Which shard this drive holds.
+    pub(crate) shard_index: usize,
+    /// `distribution[shard]` = the drive slot in the set holding that shard.
+    pub(crate) distribution: Vec<usize>,
+    /// The data dir under `lakeshare.data/`; `None` when the data is inline.
+    pub(crate) data_dir: Option<String>,
+    pub(crate) parts: Vec<PartMeta>,
+    /// Number of multipart parts (0 for a single PUT).
+    pub(crate) multipart_parts: u32,
+}
+
+impl ObjectMeta {
+    /// The same version on another drive: equal except for the shard index.
+    pub(crate) fn same_version(&self, other: &ObjectMeta) -> bool {
+        self.version_id == other.version_id
+    }
+}
+
+pub(crate) fn encode<T: Serialize>(value: &T, inline: &[u8]) -> Vec<u8> {
+    // rmp-serde only fails on types it cannot represent; ours are plain structs.
+    let payload = rmp_serde::to_vec_named(value).unwrap_or_default();
+    assert!(!payload.is_empty(), "metadata payload must encode");
+    let mut out = Vec::with_capacity(payload.len() + inline.len() + 24);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&payload);
+    out.extend_from_slice(&(inline.len() as u32).to_le_bytes());
+    out.extend_from_slice(inline);
+    let checksum = xxhash_rust::xxh64::xxh64(&out, 0);
+    out.extend_from_slice(&checksum.to_le_bytes());
+    out
+}
+
+/// Decodes a record; `None` when it is truncated, of another format or fails its checksum.
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Option<(T, Vec<u8>)> {
+    if bytes.len() < 4 + 2 + 4 + 4 + 8 || &bytes[..4] != MAGIC {
+        return None;
+    }
+    let (body, checksum) = bytes.split_at(bytes.len() - 8);
+    let stored = u64::from_le_bytes(checksum.try_into().ok()?);
+    if xxhash_rust::xxh64::xxh64(body, 0) != stored {
+        return None;
+    }
+    let version = u16::from_le_bytes(body[4..6].try_into().ok()?);
+    if version != FORMAT_VERSION {
+        return None;
+    }
+    let payload_len = u32::from_le_bytes(body[6..10].try_into().ok()?) as usize;
+    let payload = body.get(10..10 + payload_len)?;
+    let rest = body.get(10 + payload_len..)?;
+    let inline_len = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+    let inline = rest.get(4..4 + inline_len)?;
+    if rest.len() != 4 + inline_len {
+        return None;
+    }
+    let value = rmp_serde::from_slice(payload).ok()?;
+    Some((value, inline.to_vec()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> ObjectMeta {
+        ObjectMeta {
+            version_id: "v1".into(),
+            size: 10,
+            etag: "abc".into(),
+            modified_unix_nanos: 12345,
+            content_type: Some("text/plain".into()),
+            user_metadata: BTreeMap::from([("a".into(), "b".into())]),
+            checksums: BTreeMap::new(),
+            data: 2,
+            parity: 2,
+            block_bytes: 1 << 20,
+            shard_index: 1,
+            distribution: vec![1, 2, 3, 0],
+            data_dir: None,
+            parts: vec![PartMeta {
+                number: 1,
+                size: 10,
+                etag: "abc".into(),
+            }],
+            multipart_parts: 0,
+        }
+    }
+
+    #[test]
+    fn round_trip_with_inline_data() {
+        let bytes = encode(&sample(), b"inline!");
+        let (meta, inline): (ObjectMeta, Vec<u8>) = decode(&bytes).unwrap();
+        assert_eq!(meta, sample());
+        assert_eq!(inline, b"inline!");
+    }
+
+    #[test]
+    fn any_flipped_byte_is_refused() {
+        let bytes = encode(&sample(), b"inline!");
+        for index in 0..bytes.len() {
+            let mut damaged = bytes.clone();
+            damaged[index] ^= 0x40;
+            assert!(decode::<ObjectMeta>(&damaged).is_none(), "byte {index}");
+        }
+        assert!(decode::<ObjectMeta>(&bytes[..bytes.len() - 1]).is_none());
+    }
+}

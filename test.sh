@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# The one command that runs every lakeshare test on a fresh machine (Rust toolchain aside):
+# formatting and lints, the Rust unit and integration tests, then the Python end-to-end suite
+# against the release binary, once per drive I/O back-end (io_uring and the thread pool).
+# Stops at the first failure with a non-zero exit.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "python environment (.venv, tests/requirements.txt)"
+if [ ! -x .venv/bin/python ]; then
+  if ! python3 -m venv .venv; then
+    rm -rf .venv
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      apt-get update -q >/dev/null
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv >/dev/null
+      python3 -m venv .venv
+    else
+      echo "python3 -m venv failed and python3-venv cannot be installed (not root)" >&2
+      exit 1
+    fi
+  fi
+fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+
+step "nginx (used by the benchmarks; optional for the tests)"
+if command -v nginx >/dev/null 2>&1; then
+  echo "nginx present: $(command -v nginx)"
+elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  export DEBIAN_FRONTEND=noninteractive
+  if apt-get install -y -q nginx >/dev/null 2>&1 \
+    || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q nginx >/dev/null 2>&1; }; then
+    echo "nginx installed"
+  else
+    echo "nginx could not be installed; only the benchmarks need it"
+  fi
+else
+  echo "nginx missing and not root: skipped; only the benchmarks need it"
+fi
+
+step "cargo fmt"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo build --release"
+cargo build --release
+
+step "cargo test --release --workspace"
+cargo test --release --workspace
+
+target_dir="${CARGO_TARGET_DIR:-target}"
+case "$target_dir" in /*) ;; *) target_dir="$PWD/$target_dir" ;; esac
+export LAKESHARE_BIN="${LAKESHARE_BIN:-$target_dir/release/lakeshare}"
+
+io_modes=(uring threads)
+if [ "$(cat /proc/sys/kernel/io_uring_disabled 2>/dev/null || echo 0)" = 2 ]; then
+  echo "kernel.io_uring_disabled=2: io_uring is off on this kernel; the uring run is skipped"
+  io_modes=(threads)
+fi
+for io_mode in "${io_modes[@]}"; do
+  step "pytest tests/python with LAKESHARE_IO=$io_mode"
+  LAKESHARE_IO="$io_mode" .venv/bin/python -m pytest tests/python -x -q
+done
+
+step "all tests passed"
