@@ -44,7 +44,16 @@ pub struct RawConfig {
     /// Parity shards per erasure set [default: MinIO's for the set size].
     #[arg(long, env = "LAKESHARE_PARITY")]
     pub parity: Option<usize>,
+    /// Lifetime of presigned file URLs in Delta Sharing answers: `Ns`, `Nm`, `Nh` or `Nd`.
+    #[arg(long, env = "LAKESHARE_PRESIGN_EXPIRY", default_value = PRESIGN_EXPIRY_DEFAULT)]
+    pub presign_expiry: String,
 }
+
+/// Default lifetime of presigned URLs (clients refresh 15 minutes before expiry).
+pub const PRESIGN_EXPIRY_DEFAULT: &str = "1h";
+/// Environment variables naming the URL recipients reach the node at, in order of precedence.
+pub const SHARING_ENDPOINT_ENV: [&str; 2] =
+    ["LAKESHARE_SHARING_ENDPOINT", "MINIO_DELTA_SHARING_ENDPOINT"];
 
 /// The validated configuration.
 #[derive(Clone, Debug)]
@@ -58,6 +67,9 @@ pub struct Config {
     pub credentials: RootCredentials,
     /// The credentials are the built-in defaults (warn loudly).
     pub credentials_defaulted: bool,
+    pub presign_expiry_seconds: u64,
+    /// Base URL written into profiles and presigned URLs; `None`: the listening address.
+    pub sharing_endpoint: Option<String>,
 }
 
 impl Config {
@@ -102,6 +114,25 @@ impl Config {
                 ));
             }
         }
+        let presign_expiry_seconds = parse_duration_seconds(&raw.presign_expiry)
+            .filter(|seconds| (1..=7 * 24 * 3600).contains(seconds))
+            .unwrap_or_else(|| {
+                errors.push(format!(
+                    "--presign-expiry {:?}: expected a duration between 1s and 7d, e.g. 1h",
+                    raw.presign_expiry
+                ));
+                0
+            });
+        let sharing_endpoint = SHARING_ENDPOINT_ENV
+            .iter()
+            .find_map(|name| env(name).filter(|value| !value.trim().is_empty()));
+        if let Some(endpoint) = &sharing_endpoint {
+            if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+                errors.push(format!(
+                    "sharing endpoint {endpoint:?}: expected an http:// or https:// URL"
+                ));
+            }
+        }
         let (credentials, credentials_defaulted) = root_credentials(env)
             .map_err(|e| errors.extend(e))
             .unwrap_or_else(|()| (default_credentials(), true));
@@ -115,10 +146,30 @@ impl Config {
                 parity: raw.parity,
                 credentials,
                 credentials_defaulted,
+                presign_expiry_seconds,
+                sharing_endpoint,
             }),
             _ => Err(errors),
         }
     }
+}
+
+/// `90s`, `30m`, `1h`, `7d` (or plain seconds) → seconds.
+pub fn parse_duration_seconds(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let count: u64 = number.parse().ok()?;
+    let unit_seconds = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return None,
+    };
+    count.checked_mul(unit_seconds)
 }
 
 /// `HOST:PORT`, `:PORT` (all interfaces) or a resolvable `NAME:PORT`.
@@ -228,6 +279,7 @@ mod tests {
             drives: drives.iter().map(|d| d.to_string()).collect(),
             address: ADDRESS_DEFAULT.to_owned(),
             io: "auto".to_owned(),
+            presign_expiry: PRESIGN_EXPIRY_DEFAULT.to_owned(),
             ..RawConfig::default()
         }
     }
@@ -241,6 +293,31 @@ mod tests {
         assert_eq!(config.io, IoChoice::Auto);
         assert!(config.credentials_defaulted);
         assert_eq!(config.credentials.access_key, "minioadmin");
+        assert_eq!(config.presign_expiry_seconds, 3600);
+        assert_eq!(config.sharing_endpoint, None);
+    }
+
+    #[test]
+    fn sharing_settings() {
+        let env = env_of(&[("MINIO_DELTA_SHARING_ENDPOINT", "https://lake.example.com")]);
+        let config = Config::from_raw(raw(&[]), &env).unwrap();
+        assert_eq!(
+            config.sharing_endpoint.as_deref(),
+            Some("https://lake.example.com")
+        );
+        let env = env_of(&[
+            ("LAKESHARE_SHARING_ENDPOINT", "http://a:1"),
+            ("MINIO_DELTA_SHARING_ENDPOINT", "http://b:2"),
+        ]);
+        let config = Config::from_raw(raw(&[]), &env).unwrap();
+        assert_eq!(config.sharing_endpoint.as_deref(), Some("http://a:1"));
+        let mut bad = raw(&[]);
+        bad.presign_expiry = "8d".into();
+        let env = env_of(&[("LAKESHARE_SHARING_ENDPOINT", "lake:9000")]);
+        let errors = Config::from_raw(bad, &env).unwrap_err();
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert_eq!(parse_duration_seconds("90m"), Some(5400));
+        assert_eq!(parse_duration_seconds("1x"), None);
     }
 
     #[test]

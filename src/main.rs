@@ -4,6 +4,7 @@
 
 mod cli;
 mod config;
+mod front;
 mod sigv4;
 
 use std::io::IsTerminal as _;
@@ -42,6 +43,13 @@ fn main() -> ExitCode {
             }
         }
         Command::Admin { command } => cli::admin::run(command),
+        Command::Alias { command, json } => {
+            cli::run_client(async move { cli::alias::run(command, json) }, json)
+        }
+        Command::Table {
+            command: cli::TableCommand::Share(command),
+            json,
+        } => cli::run_client(cli::share::run(command, json), json),
     }
 }
 

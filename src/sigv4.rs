@@ -8,7 +8,8 @@ use ring::{digest, hmac};
 use time::OffsetDateTime;
 
 /// Hex SHA-256 of an empty payload.
-pub const EMPTY_PAYLOAD_SHA256: &str =
+#[cfg(test)]
+const EMPTY_PAYLOAD_SHA256: &str =
     "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
 /// Who signs, where.

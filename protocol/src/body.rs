@@ -7,7 +7,9 @@ use http_body_util::{combinators::BoxBody, BodyExt, Full};
 pub type ResponseBody = BoxBody<Bytes, std::io::Error>;
 
 pub fn full_body(bytes: impl Into<Bytes>) -> ResponseBody {
-    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 pub fn empty_body() -> ResponseBody {

@@ -60,7 +60,9 @@ impl Capabilities {
                     }
                 }
                 "readerfeatures" => {
-                    capabilities.reader_features.extend(values.map(str::to_string));
+                    capabilities
+                        .reader_features
+                        .extend(values.map(str::to_string));
                 }
                 "includeendstreamaction" => {
                     capabilities.include_end_stream_action =
@@ -143,7 +145,10 @@ mod tests {
         let spark = Capabilities::parse(Some(
             "responseformat=parquet,delta;readerfeatures=deletionVectors,columnMapping",
         ));
-        assert_eq!(spark.formats, [ResponseFormat::Parquet, ResponseFormat::Delta]);
+        assert_eq!(
+            spark.formats,
+            [ResponseFormat::Parquet, ResponseFormat::Delta]
+        );
         assert!(spark.has_reader_feature("deletionvectors"));
         assert!(spark.has_reader_feature("columnMapping"));
         let python = Capabilities::parse(Some(
@@ -169,14 +174,23 @@ mod tests {
         let both = Capabilities::parse(Some(
             "responseformat=delta,parquet;readerfeatures=deletionvectors",
         ));
-        assert_eq!(choose_format(&both, &plain).unwrap(), ResponseFormat::Parquet);
+        assert_eq!(
+            choose_format(&both, &plain).unwrap(),
+            ResponseFormat::Parquet
+        );
         assert_eq!(choose_format(&both, &dv).unwrap(), ResponseFormat::Delta);
         let none = Capabilities::default();
-        assert_eq!(choose_format(&none, &plain).unwrap(), ResponseFormat::Parquet);
+        assert_eq!(
+            choose_format(&none, &plain).unwrap(),
+            ResponseFormat::Parquet
+        );
         let error = choose_format(&none, &dv).unwrap_err();
         assert!(error.message.contains("Unsupported Delta Table Properties"));
         let delta_only = Capabilities::parse(Some("responseformat=delta"));
-        assert_eq!(choose_format(&delta_only, &plain).unwrap(), ResponseFormat::Delta);
+        assert_eq!(
+            choose_format(&delta_only, &plain).unwrap(),
+            ResponseFormat::Delta
+        );
         assert!(choose_format(&delta_only, &dv).is_err());
     }
 }

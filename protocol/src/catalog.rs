@@ -129,6 +129,8 @@ pub struct CatalogSnapshot {
     share_by_key: HashMap<String, usize>,
     share_by_id: HashMap<String, usize>,
     token_by_digest: HashMap<[u8; 32], usize>,
+    /// bucket → table roots shared from it.
+    roots_by_bucket: HashMap<String, Vec<String>>,
 }
 
 impl CatalogSnapshot {
@@ -149,13 +151,35 @@ impl CatalogSnapshot {
                 .map_err(|error| SharingError::internal(format!("token digest: {error}")))?;
             token_by_digest.insert(digest, index);
         }
+        let mut roots_by_bucket: HashMap<String, Vec<String>> = HashMap::new();
+        for table in document
+            .shares
+            .iter()
+            .flat_map(|share| share.schemas.iter())
+            .flat_map(|schema| schema.tables.iter())
+        {
+            if let (Some(bucket), Some(location)) = (&table.bucket, &table.location) {
+                roots_by_bucket
+                    .entry(bucket.clone())
+                    .or_default()
+                    .push(location.clone());
+            }
+        }
         Ok(CatalogSnapshot {
             document,
             secret,
             share_by_key,
             share_by_id,
             token_by_digest,
+            roots_by_bucket,
         })
+    }
+
+    /// Whether `bucket/key` lies under the root of a table some share holds.
+    pub fn is_shared_object(&self, bucket: &str, key: &str) -> bool {
+        self.roots_by_bucket
+            .get(bucket)
+            .is_some_and(|roots| roots.iter().any(|root| key.starts_with(root.as_str())))
     }
 
     pub fn secret(&self) -> &[u8] {
@@ -178,7 +202,10 @@ impl CatalogSnapshot {
         &self.document.shares
     }
 
-    pub fn tokens_of<'a>(&'a self, share_id: &'a str) -> impl Iterator<Item = &'a TokenRecord> + 'a {
+    pub fn tokens_of<'a>(
+        &'a self,
+        share_id: &'a str,
+    ) -> impl Iterator<Item = &'a TokenRecord> + 'a {
         self.document
             .tokens
             .iter()
@@ -186,7 +213,11 @@ impl CatalogSnapshot {
     }
 
     /// The token and its share for a bearer secret, if the token is known and not expired.
-    pub fn authenticate(&self, bearer: &str, now: OffsetDateTime) -> Result<(&TokenRecord, &Share)> {
+    pub fn authenticate(
+        &self,
+        bearer: &str,
+        now: OffsetDateTime,
+    ) -> Result<(&TokenRecord, &Share)> {
         let digest = token_digest(bearer);
         let unknown = || SharingError::unauthenticated("the bearer token is not valid");
         let index = *self.token_by_digest.get(&digest).ok_or_else(unknown)?;
@@ -197,7 +228,9 @@ impl CatalogSnapshot {
             return Err(unknown());
         }
         if token.expires_at.is_some_and(|expires| now >= expires) {
-            return Err(SharingError::unauthenticated("the bearer token has expired"));
+            return Err(SharingError::unauthenticated(
+                "the bearer token has expired",
+            ));
         }
         let share = self.share_by_id(&token.share_id).ok_or_else(unknown)?;
         Ok((token, share))
@@ -207,13 +240,19 @@ impl CatalogSnapshot {
 /// Finds a schema of a share by name, case-insensitively.
 pub fn find_schema<'a>(share: &'a Share, name: &str) -> Option<&'a Schema> {
     let key = name_key(name);
-    share.schemas.iter().find(|schema| name_key(&schema.name) == key)
+    share
+        .schemas
+        .iter()
+        .find(|schema| name_key(&schema.name) == key)
 }
 
 /// Finds a table of a schema by name, case-insensitively.
 pub fn find_table<'a>(schema: &'a Schema, name: &str) -> Option<&'a Table> {
     let key = name_key(name);
-    schema.tables.iter().find(|table| name_key(&table.name) == key)
+    schema
+        .tables
+        .iter()
+        .find(|table| name_key(&table.name) == key)
 }
 
 /// The catalog shared by every core (`SharedCatalog`).
@@ -406,7 +445,9 @@ impl Catalog {
             let before = document.tokens.len();
             document.tokens.retain(|token| token.token_id != token_id);
             if document.tokens.len() == before {
-                return Err(SharingError::not_found(format!("token '{token_id}' not found")));
+                return Err(SharingError::not_found(format!(
+                    "token '{token_id}' not found"
+                )));
             }
             Ok(())
         })
@@ -473,10 +514,7 @@ impl Catalog {
     }
 
     /// Applies `edit` to a copy of the document, stores it, then publishes it.
-    async fn change<T>(
-        &self,
-        edit: impl FnOnce(&mut CatalogDocument) -> Result<T>,
-    ) -> Result<T> {
+    async fn change<T>(&self, edit: impl FnOnce(&mut CatalogDocument) -> Result<T>) -> Result<T> {
         let _writer = self.writer.lock().await;
         let mut document = self.snapshot().document.clone();
         let value = edit(&mut document)?;
@@ -498,7 +536,8 @@ pub fn parse_table_spec(spec: &str) -> Result<Table> {
     let expected = "expected NAME:delta:BUCKET:PATH/, NAME:iceberg:BUCKET:PATH/ or \
                     NAME:uniform:WAREHOUSE:NAMESPACE:TABLE";
     let parts: Vec<&str> = spec.split(':').collect();
-    let bad = |why: &str| SharingError::invalid(format!("bad table spec {spec:?}: {why}; {expected}"));
+    let bad =
+        |why: &str| SharingError::invalid(format!("bad table spec {spec:?}: {why}; {expected}"));
     if parts.len() < 2 {
         return Err(bad("too few fields"));
     }
@@ -563,10 +602,16 @@ fn normalise_table(table: &mut Table) -> Result<()> {
                     table.name
                 )));
             }
-            let location = table.location.as_deref().unwrap_or("").trim_start_matches('/');
+            let location = table
+                .location
+                .as_deref()
+                .unwrap_or("")
+                .trim_start_matches('/');
             if location.is_empty()
                 || location.contains('\0')
-                || location.split('/').any(|segment| segment == ".." || segment == ".")
+                || location
+                    .split('/')
+                    .any(|segment| segment == ".." || segment == ".")
             {
                 return Err(SharingError::invalid(format!(
                     "table '{}': location {:?} must be a path inside the bucket",
@@ -694,7 +739,10 @@ mod tests {
             "t:uniform:wh:ns",
         ] {
             let error = parse_table_spec(spec).unwrap_err();
-            assert!(error.message.contains("NAME:delta:BUCKET:PATH/"), "{spec}: {error}");
+            assert!(
+                error.message.contains("NAME:delta:BUCKET:PATH/"),
+                "{spec}: {error}"
+            );
         }
     }
 
@@ -744,7 +792,10 @@ mod tests {
         };
         let snapshot = CatalogSnapshot::new(document).unwrap();
         let (token, share) = snapshot.authenticate(secret, now).unwrap();
-        assert_eq!((token.token_id.as_str(), share.name.as_str()), ("t1", "Share1"));
+        assert_eq!(
+            (token.token_id.as_str(), share.name.as_str()),
+            ("t1", "Share1")
+        );
         assert!(snapshot.authenticate("dstkn_wrong", now).is_err());
         let expired = snapshot.authenticate("dstkn_old", now).unwrap_err();
         assert!(expired.message.contains("expired"));

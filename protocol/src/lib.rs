@@ -12,8 +12,8 @@ pub mod delta;
 pub mod error;
 pub mod names;
 pub mod page_token;
-pub mod presign;
 pub mod predicate;
+pub mod presign;
 pub mod sharing;
 
 pub use admin::AdminApi;

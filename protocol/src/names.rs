@@ -27,7 +27,9 @@ impl NameKind {
 pub fn validate_name(kind: NameKind, name: &str) -> Result<()> {
     let label = kind.label();
     if name.is_empty() {
-        return Err(SharingError::invalid(format!("{label} name must not be empty")));
+        return Err(SharingError::invalid(format!(
+            "{label} name must not be empty"
+        )));
     }
     let chars = name.chars().count();
     if chars > NAME_CHARS_MAX {

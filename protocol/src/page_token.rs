@@ -51,7 +51,10 @@ pub fn decode_page_token(secret: &[u8], token: &str, expected: &PagePosition) ->
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
     let full = hmac::sign(&key, &payload);
     if tag.len() != MAC_BYTES
-        || !bool::from(subtle::ConstantTimeEq::ct_eq(&full.as_ref()[..MAC_BYTES], &tag[..]))
+        || !bool::from(subtle::ConstantTimeEq::ct_eq(
+            &full.as_ref()[..MAC_BYTES],
+            &tag[..],
+        ))
     {
         return Err(invalid());
     }

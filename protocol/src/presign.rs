@@ -116,7 +116,8 @@ impl Presigner {
             "GET\n{canonical_path}\n{query}\nhost:{}\n\nhost\nUNSIGNED-PAYLOAD",
             self.host
         );
-        let request_digest = ring::digest::digest(&ring::digest::SHA256, canonical_request.as_bytes());
+        let request_digest =
+            ring::digest::digest(&ring::digest::SHA256, canonical_request.as_bytes());
         let string_to_sign = format!(
             "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
             hex::encode(request_digest.as_ref())
@@ -140,7 +141,10 @@ impl Presigner {
             Err(poisoned) => poisoned.into_inner(),
         };
         if cached.as_ref().is_none_or(|(day, _)| day != date) {
-            *cached = Some((date.to_string(), signing_key(&self.credential.secret_key, date)));
+            *cached = Some((
+                date.to_string(),
+                signing_key(&self.credential.secret_key, date),
+            ));
         }
         match cached.as_ref() {
             Some((_, key)) => use_key(key),
@@ -199,7 +203,10 @@ mod tests {
             "{}",
             url.url
         );
-        assert_eq!(url.expiration_timestamp_ms, (now.unix_timestamp() + 86_400) * 1000);
+        assert_eq!(
+            url.expiration_timestamp_ms,
+            (now.unix_timestamp() + 86_400) * 1000
+        );
     }
 
     #[test]
@@ -222,7 +229,13 @@ mod tests {
 
     #[test]
     fn credential_is_stable_per_secret() {
-        assert_eq!(SharingCredential::derive(b"a"), SharingCredential::derive(b"a"));
-        assert_ne!(SharingCredential::derive(b"a"), SharingCredential::derive(b"b"));
+        assert_eq!(
+            SharingCredential::derive(b"a"),
+            SharingCredential::derive(b"a")
+        );
+        assert_ne!(
+            SharingCredential::derive(b"a"),
+            SharingCredential::derive(b"b")
+        );
     }
 }

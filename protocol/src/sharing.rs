@@ -13,8 +13,8 @@ use serde_json::{json, Value};
 use time::OffsetDateTime;
 
 use crate::body::{full_body, ResponseBody};
-use crate::delta::query::{DeltaRoutes, TableRequest};
 use crate::catalog::{find_schema, find_table, share_not_found, Catalog, Schema, Share, Table};
+use crate::delta::query::{DeltaRoutes, TableRequest};
 use crate::error::{ErrorKind, Result, SharingError};
 use crate::names::name_key;
 use crate::page_token::{decode_page_token, encode_page_token, PagePosition};
@@ -168,11 +168,7 @@ impl SharingService {
             .filter(|segment| !segment.is_empty())
             .map(|segment| percent_decode_str(segment).decode_utf8_lossy().into_owned())
             .collect();
-        let query = request
-            .uri()
-            .query()
-            .map(parse_query)
-            .unwrap_or_default();
+        let query = request.uri().query().map(parse_query).unwrap_or_default();
         Ok(Authorized {
             share: share.clone(),
             segments,
@@ -181,12 +177,19 @@ impl SharingService {
     }
 
     fn list_shares(&self, authorized: &Authorized) -> Result<Response<ResponseBody>> {
-        let items = [(name_key(&authorized.share.name), share_item(&authorized.share))];
+        let items = [(
+            name_key(&authorized.share.name),
+            share_item(&authorized.share),
+        )];
         let expected = position("shares", "", "");
         self.page(authorized, expected, items.into_iter())
     }
 
-    fn list_schemas(&self, authorized: &Authorized, share: &Share) -> Result<Response<ResponseBody>> {
+    fn list_schemas(
+        &self,
+        authorized: &Authorized,
+        share: &Share,
+    ) -> Result<Response<ResponseBody>> {
         let mut schemas: Vec<&Schema> = share.schemas.iter().collect();
         schemas.sort_by_key(|schema| name_key(&schema.name));
         let items = schemas.into_iter().map(|schema| {
@@ -250,7 +253,10 @@ impl SharingService {
         let mut last_key = None;
         let mut more = false;
         for (key, item) in items {
-            if after.as_ref().is_some_and(|after| key.as_str() <= after.as_str()) {
+            if after
+                .as_ref()
+                .is_some_and(|after| key.as_str() <= after.as_str())
+            {
                 continue;
             }
             if page.len() == max_results {
@@ -324,7 +330,9 @@ fn max_results(query: &[(String, String)]) -> Result<usize> {
         return Ok(MAX_RESULTS_DEFAULT);
     };
     let value: i64 = text.trim().parse().map_err(|_| {
-        SharingError::invalid(format!("expected a number for 'maxResults' but got '{text}'"))
+        SharingError::invalid(format!(
+            "expected a number for 'maxResults' but got '{text}'"
+        ))
     })?;
     if !(0..=MAX_RESULTS_MAX as i64).contains(&value) {
         return Err(SharingError::invalid(format!(
@@ -332,7 +340,11 @@ fn max_results(query: &[(String, String)]) -> Result<usize> {
              (Default: {MAX_RESULTS_DEFAULT})"
         )));
     }
-    Ok(if value == 0 { MAX_RESULTS_DEFAULT } else { value as usize })
+    Ok(if value == 0 {
+        MAX_RESULTS_DEFAULT
+    } else {
+        value as usize
+    })
 }
 
 fn position(kind: &str, share_id: &str, schema_key: &str) -> PagePosition {
@@ -357,7 +369,8 @@ fn granted_share<'a>(authorized: &'a Authorized, name: &str) -> Result<&'a Share
 }
 
 fn granted_schema<'a>(share: &'a Share, name: &str) -> Result<&'a Schema> {
-    find_schema(share, name).ok_or_else(|| SharingError::not_found(format!("schema '{name}' not found")))
+    find_schema(share, name)
+        .ok_or_else(|| SharingError::not_found(format!("schema '{name}' not found")))
 }
 
 pub fn granted_table<'a>(share: &Share, schema: &'a Schema, name: &str) -> Result<&'a Table> {
@@ -379,7 +392,10 @@ mod tests {
         let config = SharingConfig {
             public_endpoint: "http://127.0.0.1:9000/".into(),
         };
-        assert_eq!(config.profile_endpoint(), "http://127.0.0.1:9000/_delta-sharing/v1");
+        assert_eq!(
+            config.profile_endpoint(),
+            "http://127.0.0.1:9000/_delta-sharing/v1"
+        );
         let config = SharingConfig {
             public_endpoint: "https://h/_delta-sharing/v1".into(),
         };
@@ -393,7 +409,10 @@ mod tests {
         assert_eq!(max_results(&query("7")).unwrap(), 7);
         assert!(max_results(&query("501")).is_err());
         assert!(max_results(&query("-1")).is_err());
-        assert!(max_results(&query("x3")).unwrap_err().message.contains("expected a number"));
+        assert!(max_results(&query("x3"))
+            .unwrap_err()
+            .message
+            .contains("expected a number"));
     }
 
     #[test]

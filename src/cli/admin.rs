@@ -8,16 +8,12 @@ use std::process::ExitCode;
 
 use bytes::Bytes;
 use clap::{Args, Subcommand};
-use http_body_util::{BodyExt as _, Empty};
-use hyper_util::rt::TokioIo;
 
+use crate::cli::client::{AdminClient, Endpoint};
 use crate::config::root_credentials;
-use crate::sigv4::{self, CanonicalParts, SigningKey, EMPTY_PAYLOAD_SHA256};
 
 /// Default endpoint of the node to administer.
 pub const ENDPOINT_DEFAULT: &str = "http://127.0.0.1:9000";
-/// Region the admin client signs for (the node accepts any).
-const SIGNING_REGION: &str = "us-east-1";
 
 #[derive(Debug, Subcommand)]
 pub enum AdminCommand {
@@ -63,11 +59,10 @@ fn heal(args: HealArgs) -> ExitCode {
         Err(message) => return usage_error(&message),
     };
     let query = vec![("bucket".to_owned(), bucket), ("prefix".to_owned(), prefix)];
-    let key = SigningKey {
-        access_key: &credentials.access_key,
-        secret_key: &credentials.secret_key,
-        region: SIGNING_REGION,
-        service: "s3",
+    let client = AdminClient {
+        endpoint,
+        access_key: credentials.access_key,
+        secret_key: credentials.secret_key,
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -76,101 +71,13 @@ fn heal(args: HealArgs) -> ExitCode {
         Ok(runtime) => runtime,
         Err(error) => return failure(&format!("starting a runtime: {error}")),
     };
-    let answer = runtime.block_on(signed_post(&endpoint, "/minio/admin/v4/heal", &query, &key));
+    let answer =
+        runtime.block_on(client.request("POST", "/minio/admin/v4/heal", &query, Bytes::new()));
     match answer {
         Err(message) => failure(&message),
         Ok((status, body)) if status.is_success() => print_heal_report(&body, args.json),
         Ok((status, body)) => failure(&format!("the node answered {status}: {}", describe(&body))),
     }
-}
-
-/// `http://host:port` with an optional trailing slash.
-struct Endpoint {
-    /// `host:port` as sent in `Host`.
-    authority: String,
-}
-
-impl Endpoint {
-    fn parse(text: &str) -> Result<Endpoint, String> {
-        let uri: http::Uri = text
-            .parse()
-            .map_err(|e| format!("--endpoint {text:?}: not a URL ({e})"))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                return Err(format!(
-                    "--endpoint {text:?}: this client speaks plain HTTP only; \
-                     use the node's http:// address"
-                ))
-            }
-            _ => return Err(format!("--endpoint {text:?}: expected http://HOST:PORT")),
-        }
-        let authority = uri
-            .authority()
-            .ok_or_else(|| format!("--endpoint {text:?}: missing host"))?
-            .to_string();
-        let authority = if authority.contains(':') {
-            authority
-        } else {
-            format!("{authority}:80")
-        };
-        Ok(Endpoint { authority })
-    }
-}
-
-async fn signed_post(
-    endpoint: &Endpoint,
-    path: &str,
-    query: &[(String, String)],
-    key: &SigningKey<'_>,
-) -> Result<(http::StatusCode, Bytes), String> {
-    let amz_date = sigv4::amz_date(time::OffsetDateTime::now_utc());
-    let headers = vec![
-        ("host".to_owned(), endpoint.authority.clone()),
-        (
-            "x-amz-content-sha256".to_owned(),
-            EMPTY_PAYLOAD_SHA256.to_owned(),
-        ),
-        ("x-amz-date".to_owned(), amz_date.clone()),
-    ];
-    let parts = CanonicalParts {
-        method: "POST",
-        path,
-        query,
-        headers: &headers,
-        payload_sha256: EMPTY_PAYLOAD_SHA256,
-    };
-    let authorization = sigv4::authorization(key, &parts, &amz_date);
-    let target = format!("{path}?{}", sigv4::canonical_query(query));
-    let mut builder = http::Request::builder().method("POST").uri(target);
-    for (name, value) in &headers {
-        builder = builder.header(name, value);
-    }
-    let request = builder
-        .header("authorization", authorization)
-        .header("content-length", "0")
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| format!("building the request: {e}"))?;
-
-    let stream = tokio::net::TcpStream::connect(&endpoint.authority)
-        .await
-        .map_err(|e| format!("connecting to {}: {e}", endpoint.authority))?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| format!("HTTP handshake with {}: {e}", endpoint.authority))?;
-    tokio::spawn(connection);
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| format!("sending the request: {e}"))?;
-    let status = response.status();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| format!("reading the answer: {e}"))?
-        .to_bytes();
-    Ok((status, body))
 }
 
 fn print_heal_report(body: &[u8], json: bool) -> ExitCode {
@@ -234,16 +141,5 @@ mod tests {
             b"<Error><Code>AccessDenied</Code><Message>Signature is required</Message></Error>";
         assert_eq!(describe(body), "AccessDenied: Signature is required");
         assert_eq!(describe(b"plain"), "plain");
-    }
-
-    #[test]
-    fn endpoints() {
-        assert_eq!(
-            Endpoint::parse("http://127.0.0.1:9000/").unwrap().authority,
-            "127.0.0.1:9000"
-        );
-        assert_eq!(Endpoint::parse("http://node").unwrap().authority, "node:80");
-        assert!(Endpoint::parse("https://node:9000").is_err());
-        assert!(Endpoint::parse("ftp://node").is_err());
     }
 }

@@ -10,13 +10,21 @@ use std::time::Duration;
 use anyhow::Context as _;
 use lakeshare_engine::io::{DriveIo, IoBackendKind, IoChoice};
 use lakeshare_engine::server::{bind, ServerConfig};
-use lakeshare_storage::s3::build_service;
+use lakeshare_protocol::admin::AdminRoute;
+use lakeshare_protocol::delta::query::DeltaRoutes;
+use lakeshare_protocol::delta::DeltaTables;
+use lakeshare_protocol::presign::{Presigner, SharingCredential};
+use lakeshare_protocol::{AdminApi, Catalog, SharingConfig, SharingService};
+use lakeshare_storage::s3::{build_service, ReadOnlyCredential};
 use lakeshare_storage::{Node, StorageConfig};
 
 use crate::config::{Config, DEFAULT_CREDENTIALS_WARNING};
+use crate::front::FrontService;
 
 /// Threads of the background runtime (node start-up, scanner, healing).
 const BACKGROUND_THREADS: usize = 2;
+/// Threads of the replay pool (Delta log replay, which blocks).
+const REPLAY_THREADS: usize = 2;
 /// Longest wait for background tasks when the server stops.
 const BACKGROUND_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -58,19 +66,83 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         topology.deployment_id
     );
 
-    let service = build_service(node, config.credentials.clone(), Vec::new());
     let mut server_config = ServerConfig::new(config.address);
     server_config.threads = config.threads;
     server_config.certs_dir = config.certs_dir.clone();
     let server = bind(&server_config)?;
     let scheme = if server.is_tls() { "https" } else { "http" };
+    let public_endpoint = match &config.sharing_endpoint {
+        Some(endpoint) => endpoint.trim_end_matches('/').to_owned(),
+        None => {
+            let mut address = server.local_addr();
+            if address.ip().is_unspecified() {
+                address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+                tracing::warn!(
+                    "profiles and presigned URLs name {scheme}://{address}: set \
+                     LAKESHARE_SHARING_ENDPOINT to the URL recipients reach this node at"
+                );
+            }
+            format!("{scheme}://{address}")
+        }
+    };
+    let service = background
+        .block_on(sharing_service(node.clone(), &config, &public_endpoint))
+        .context("opening the sharing catalog")?;
     tracing::info!(
         threads = config.threads,
-        "serving S3 on {}",
+        sharing_endpoint = %public_endpoint,
+        "serving S3 and Delta Sharing on {}",
         server.local_addr()
     );
     eprintln!("lakeshare: listening on {scheme}://{}", server.local_addr());
     let result = server.run(service);
     background.shutdown_timeout(BACKGROUND_SHUTDOWN_TIMEOUT);
     result
+}
+
+/// Opens the sharing catalog and assembles the port's service: Delta Sharing in front, then
+/// S3 with the admin routes; presigned sharing URLs are signed with a read-only credential
+/// that may read only files under a shared table's root.
+async fn sharing_service(
+    node: Arc<Node>,
+    config: &Config,
+    public_endpoint: &str,
+) -> anyhow::Result<FrontService> {
+    let catalog = Catalog::open(node.clone())
+        .await
+        .map_err(|error| anyhow::anyhow!("{}", error.message))?;
+    let sharing_config = SharingConfig {
+        public_endpoint: public_endpoint.to_owned(),
+    };
+    let credential = SharingCredential::derive(catalog.snapshot().secret());
+    let presigner = Arc::new(Presigner::new(
+        credential.clone(),
+        public_endpoint,
+        config.presign_expiry_seconds,
+    ));
+    let tables = DeltaTables::new(node.clone(), REPLAY_THREADS)
+        .map_err(|error| anyhow::anyhow!("{}", error.message))?;
+    let sharing = Arc::new(SharingService::new(
+        catalog.clone(),
+        DeltaRoutes::new(tables, presigner),
+    ));
+    let admin = Arc::new(AdminApi::new(catalog.clone(), sharing_config));
+    let shared_files = catalog.clone();
+    let reader = ReadOnlyCredential {
+        access_key: credential.access_key,
+        secret_key: credential.secret_key,
+        allows: Arc::new(move |bucket: &str, key: &str| {
+            shared_files.snapshot().is_shared_object(bucket, key)
+        }),
+    };
+    let s3 = build_service(
+        node,
+        config.credentials.clone(),
+        Some(reader),
+        vec![Box::new(AdminRoute::new(
+            admin,
+            config.credentials.access_key.clone(),
+        ))],
+    );
+    Ok(FrontService::new(s3, sharing))
 }

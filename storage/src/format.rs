@@ -3,7 +3,11 @@
 //! Invariants: every formatted drive of a deployment carries the same deployment id and set
 //! layout; a drive serves only the slot its uuid names. Opening refuses a drive from another
 //! deployment or in the wrong slot (naming the drive path), formats a wholly fresh node, and
-//! stamps an empty replacement drive into its slot (the caller then heals everything).
+//! stamps an empty replacement drive into its slot (the caller then heals everything). A
+//! drive counts as empty when it holds no file outside its system folder (empty folders are
+//! left by a wipe racing with a running node, and are no data). While the node runs, a blank
+//! drive is stamped back into its slot only when its folder exists: a missing drive folder is
+//! a missing disk, and the node never creates it.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -31,6 +35,8 @@ pub(crate) struct FormatFile {
 
 pub(crate) struct OpenedLayout {
     pub(crate) deployment_id: String,
+    /// The deployment's layout; its `this` is meaningless (any drive's).
+    pub(crate) reference: FormatFile,
     /// Drives stamped during this open into a formatted deployment.
     pub(crate) replaced: Vec<PathBuf>,
 }
@@ -155,6 +161,7 @@ pub(crate) async fn open_layout(
     }
     Ok(OpenedLayout {
         deployment_id: reference.deployment_id.clone(),
+        reference: reference.clone(),
         replaced,
     })
 }
@@ -166,6 +173,7 @@ async fn format_fresh(fs: &Fs, drives: &[PathBuf], set_size: usize) -> Result<Op
         .map(|_| uuid::Uuid::new_v4().to_string())
         .collect();
     let sets: Vec<Vec<String>> = uuids.chunks(set_size).map(<[String]>::to_vec).collect();
+    let mut reference = None;
     for (drive, uuid) in drives.iter().zip(&uuids) {
         let stamp = FormatFile {
             version: FORMAT_VERSION,
@@ -174,9 +182,13 @@ async fn format_fresh(fs: &Fs, drives: &[PathBuf], set_size: usize) -> Result<Op
             this: uuid.clone(),
         };
         write_format(fs, drive, &stamp).await?;
+        reference = Some(stamp);
     }
+    let reference =
+        reference.ok_or_else(|| StorageError::InvalidArgument("no drives given".into()))?;
     Ok(OpenedLayout {
         deployment_id,
+        reference,
         replaced: Vec::new(),
     })
 }
@@ -197,27 +209,99 @@ async fn read_format(fs: &Fs, drive: &Path) -> Result<Option<FormatFile>> {
             fs.create_dir_all(drive)
                 .await
                 .map_err(|error| drive_error(drive, error))?;
-            let entries = fs
-                .read_dir(drive)
+            let files = files_outside_system_dir(fs, drive)
                 .await
                 .map_err(|error| drive_error(drive, error))?;
-            let foreign: Vec<&String> = entries
-                .iter()
-                .map(|(name, _)| name)
-                .filter(|name| *name != SYSTEM_DIR)
-                .collect();
-            if !foreign.is_empty() {
+            if !files.is_empty() {
                 return Err(StorageError::InvalidArgument(format!(
                     "drive {} is not empty and has no {SYSTEM_DIR}/{FORMAT_FILE}; refusing to \
-                     format it (found {:?})",
+                     format it (found {files:?})",
                     drive.display(),
-                    foreign.iter().take(3).collect::<Vec<_>>()
                 )));
             }
             Ok(None)
         }
         Err(error) => Err(drive_error(drive, error)),
     }
+}
+
+/// What a running node makes of a drive that lost its stamp.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Adoption {
+    /// Blank: stamped into its slot again; the caller heals it.
+    Stamped,
+    /// The drive folder is missing (a missing disk): left alone until it comes back.
+    Missing,
+    /// Holds files, or another stamp: left offline, never written.
+    Refused(String),
+}
+
+/// Stamps `drive` into the slot of `uuid` if its folder exists and holds no file outside
+/// the system folder. Never creates the drive folder itself.
+pub(crate) async fn adopt_blank_drive(
+    fs: &Fs,
+    drive: &Path,
+    reference: &FormatFile,
+    uuid: &str,
+) -> Result<Adoption> {
+    match fs.read_file(&format_path(drive)).await {
+        Ok(raw) => {
+            let why = match serde_json::from_slice::<FormatFile>(&raw) {
+                Ok(found) if found.deployment_id != reference.deployment_id => {
+                    format!("it belongs to deployment {}", found.deployment_id)
+                }
+                Ok(found) if found.this != uuid => {
+                    format!("it carries drive id {}, not {uuid}", found.this)
+                }
+                Ok(_) => return Ok(Adoption::Stamped),
+                Err(error) => format!("unreadable {SYSTEM_DIR}/{FORMAT_FILE}: {error}"),
+            };
+            return Ok(Adoption::Refused(why));
+        }
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+        Err(error) => return Ok(Adoption::Refused(error.to_string())),
+    }
+    let files = match files_outside_system_dir(fs, drive).await {
+        Ok(files) => files,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Adoption::Missing),
+        Err(error) => return Ok(Adoption::Refused(error.to_string())),
+    };
+    if !files.is_empty() {
+        return Ok(Adoption::Refused(format!(
+            "it holds files but no {SYSTEM_DIR}/{FORMAT_FILE} (found {files:?})"
+        )));
+    }
+    let stamp = FormatFile {
+        this: uuid.to_string(),
+        ..reference.clone()
+    };
+    write_format(fs, drive, &stamp).await?;
+    Ok(Adoption::Stamped)
+}
+
+/// Up to `FOUND_NAMES_MAX` files (not folders) under `drive`, outside the system folder.
+async fn files_outside_system_dir(fs: &Fs, drive: &Path) -> io::Result<Vec<String>> {
+    const FOUND_NAMES_MAX: usize = 3;
+    let mut found = Vec::new();
+    let mut pending: Vec<PathBuf> = vec![drive.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for (name, is_dir) in fs.read_dir(&dir).await? {
+            if dir == drive && name == SYSTEM_DIR {
+                continue;
+            }
+            let path = dir.join(&name);
+            if is_dir {
+                pending.push(path);
+                continue;
+            }
+            let relative = path.strip_prefix(drive).unwrap_or(&path);
+            found.push(relative.display().to_string());
+            if found.len() >= FOUND_NAMES_MAX {
+                return Ok(found);
+            }
+        }
+    }
+    Ok(found)
 }
 
 async fn write_format(fs: &Fs, drive: &Path, format: &FormatFile) -> Result<()> {

@@ -2,6 +2,12 @@
 //! `lakeshare_engine::io::DriveIo`. Unit tests may use a `std::fs` twin (`Fs::Std`) so the
 //! object layer can be tested on its own; both follow the `DriveIo` contract (a missing file
 //! is `io::ErrorKind::NotFound`, `write_at` writes the whole buffer, renames are atomic).
+//!
+//! Folder creation and removal may race (a write making `a/b/k1` while a delete prunes the
+//! empty `a/b` of `a/b/k2`). Neither side locks: `create_dir_below` never creates its base
+//! (a drive, a bucket folder) or anything above it, and makes a folder again when a prune
+//! removed it between two steps; `prune_empty_parents` removes only empty folders, strictly
+//! below its stop; callers that move something into a fresh folder retry on `NotFound`.
 
 use std::fs::File;
 use std::io;
@@ -207,6 +213,19 @@ impl Fs {
         }
     }
 
+    /// Creates `path` and its missing parents strictly below `base`, which must exist: a
+    /// missing `base` (a wiped drive, a deleted bucket) is `NotFound`, and nothing is created.
+    /// A parent pruned by a concurrent delete while this runs is made again.
+    pub(crate) async fn create_dir_below(&self, base: &Path, path: &Path) -> io::Result<()> {
+        let (base, path) = (base.to_path_buf(), path.to_path_buf());
+        let create = move || create_dir_below_blocking(&base, &path);
+        match self {
+            Fs::Drive(io) => io.blocking(create).await,
+            #[cfg(test)]
+            Fs::Std => std_blocking(create).await,
+        }
+    }
+
     /// Removes `path` (a file or a directory tree); a missing path is not an error.
     pub(crate) async fn remove_any(&self, path: &Path) {
         if self.remove_dir_all(path).await.is_err() {
@@ -227,6 +246,87 @@ impl Fs {
             }
         }
     }
+}
+
+/// Rounds of `create_dir_below` against concurrent prunes before it gives up.
+const CREATE_ROUNDS_MAX: usize = 16;
+
+fn create_dir_below_blocking(base: &Path, path: &Path) -> io::Result<()> {
+    let relative = path.strip_prefix(base).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is not below {}", path.display(), base.display()),
+        )
+    })?;
+    if relative.as_os_str().is_empty() {
+        return match std::fs::metadata(base) {
+            Ok(metadata) if metadata.is_dir() => Ok(()),
+            Ok(_) => Err(not_a_directory(base)),
+            Err(error) => Err(error),
+        };
+    }
+    for _ in 0..CREATE_ROUNDS_MAX {
+        // The common cases first: the folder exists, or only its last level is missing.
+        match make_dir(path) {
+            Ok(()) => return Ok(()),
+            Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error),
+            Err(_) => {}
+        }
+        let mut current = base.to_path_buf();
+        let mut pruned = false;
+        for (depth, component) in relative.components().enumerate() {
+            current.push(component);
+            match make_dir(&current) {
+                Ok(()) => {}
+                // The base itself is gone: never make it.
+                Err(error) if error.kind() == io::ErrorKind::NotFound && depth == 0 => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::NotFound,
+                        format!("{} is missing", base.display()),
+                    ));
+                }
+                Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                    pruned = true;
+                    break;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        if !pruned {
+            return Ok(());
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("{} kept being removed while it was made", path.display()),
+    ))
+}
+
+/// `mkdir`, where an existing folder is fine (also one pruned and made again meanwhile).
+fn make_dir(path: &Path) -> io::Result<()> {
+    let mut error = None;
+    for _ in 0..2 {
+        match std::fs::create_dir(path) {
+            Ok(()) => return Ok(()),
+            Err(exists) if exists.kind() == io::ErrorKind::AlreadyExists => {
+                match std::fs::metadata(path) {
+                    Ok(metadata) if metadata.is_dir() => return Ok(()),
+                    Ok(_) => return Err(not_a_directory(path)),
+                    Err(gone) if gone.kind() == io::ErrorKind::NotFound => error = Some(gone),
+                    Err(other) => return Err(other),
+                }
+            }
+            Err(other) => return Err(other),
+        }
+    }
+    Err(error.unwrap_or_else(|| io::Error::from(io::ErrorKind::NotFound)))
+}
+
+fn not_a_directory(path: &Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotADirectory,
+        format!("{} is not a folder", path.display()),
+    )
 }
 
 #[cfg(test)]

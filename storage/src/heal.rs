@@ -1,6 +1,7 @@
 //! Background healing: the MRF queue (objects met damaged on reads and writes), the slow
-//! scanner (every object, one at a time, with a pause between), and the full heal after an
-//! empty replacement drive was stamped at open.
+//! scanner (every object, one at a time, with a pause between), the full heal after an
+//! empty replacement drive was stamped at open, and the drive watch, which stamps a drive
+//! blanked while the node runs back into its slot and heals everything onto it.
 //!
 //! Invariant: the tasks hold only a weak reference to the node, so they end when it is
 //! dropped; healing itself goes through `ErasureSet::heal_object`, under the key lock.
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use crate::health::STAMP_CHECK_INTERVAL;
 use crate::node::Inner;
 use crate::set::HealTask;
 
@@ -42,6 +44,20 @@ pub(crate) fn spawn_background(
         });
     }
     if !scanner_interval.is_zero() {
+        let weak = Arc::downgrade(inner);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(STAMP_CHECK_INTERVAL).await;
+                let Some(inner) = weak.upgrade() else { break };
+                if inner.adopt_replacements().await.is_empty() {
+                    continue;
+                }
+                match inner.heal_everything("", None).await {
+                    Ok(report) => tracing::info!(?report, "blank drive healed"),
+                    Err(error) => tracing::warn!("healing a blank drive: {error}"),
+                }
+            }
+        });
         let weak = Arc::downgrade(inner);
         tokio::spawn(async move {
             loop {

@@ -13,6 +13,7 @@ pub mod error;
 mod format;
 mod fsio;
 mod heal;
+mod health;
 mod list;
 mod locks;
 mod meta;

@@ -89,8 +89,13 @@ impl ErasureSet {
             let raw = raw.clone();
             let upload_id = &upload_id;
             async move {
+                if !self.drive_online(slot).await {
+                    return Err(std::io::Error::other("drive is offline"));
+                }
                 let dir = self.upload_dir(slot, bucket, key, upload_id);
-                self.fs.create_dir_all(&dir).await?;
+                self.fs
+                    .create_dir_below(&self.multipart_root(slot), &dir)
+                    .await?;
                 self.write_record(slot, &dir.join(UPLOAD_FILE), raw).await
             }
         });
@@ -167,7 +172,8 @@ impl ErasureSet {
                 }
                 let dir = self.upload_dir(slot, bucket, key, upload_id);
                 let data_dir = dir.join(&record.data_dir);
-                self.fs.create_dir_all(&data_dir).await?;
+                // The upload's folder must still be there (an abort removes it).
+                self.fs.create_dir_below(&dir, &data_dir).await?;
                 let source = self.tmp_dir(slot, &staged.tmp_id).join(file_name);
                 self.fs.rename(&source, &data_dir.join(file_name)).await?;
                 self.write_record(slot, &dir.join(format!("{file_name}.meta")), raw)

@@ -1,5 +1,9 @@
 //! `Node`: the object layer over all erasure sets of this node. This is the API the S3 layer
 //! and (later) the sharing protocol use; everything below it is private to `storage`.
+//!
+//! Invariant: a drive that lost its format stamp while the node runs is offline until
+//! `adopt_replacements` stamps it back into its slot (only when its folder exists and holds
+//! no file), and every heal of everything starts with that pass.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -18,9 +22,10 @@ use tokio::sync::mpsc;
 
 use crate::erasure;
 use crate::error::{Result, StorageError};
-use crate::format;
+use crate::format::{self, Adoption, FormatFile};
 use crate::fsio::Fs;
 use crate::heal;
+use crate::health::DriveHealth;
 use crate::locks::KeyLocks;
 use crate::meta::{DATA_DIR, META_FILE};
 use crate::set::ErasureSet;
@@ -39,7 +44,8 @@ pub struct StorageConfig {
     pub inline_bytes_max: usize,
     /// Drives per erasure set; `None` means the largest even split into sets of 2..16.
     pub set_drive_count: Option<usize>,
-    /// Pause of the background scanner between two objects; zero turns the scanner off.
+    /// Pause of the background scanner between two objects; zero turns the scanner and the
+    /// background watch for blank replacement drives off (an admin heal still adopts them).
     pub scanner_interval: Duration,
 }
 
@@ -197,6 +203,10 @@ pub(crate) struct Inner {
     pub(crate) fs: Fs,
     pub(crate) drives: Vec<PathBuf>,
     pub(crate) sets: Vec<Arc<ErasureSet>>,
+    /// Per drive, in command-line order (shared with the drive's set).
+    health: Vec<Arc<DriveHealth>>,
+    /// The deployment's layout, to stamp a blank replacement drive with.
+    reference: FormatFile,
     deployment_id: String,
     hash_key: [u8; 16],
     set_size: usize,
@@ -226,23 +236,34 @@ impl Node {
             .map_err(|error| StorageError::Internal(format!("deployment id: {error}")))?
             .as_bytes();
         for drive in &config.drives {
-            let system = format::system_dir(drive);
-            // Temp space left by a crash: nothing in it was ever visible.
-            fs.remove_any(&system.join("tmp")).await;
-            for folder in ["tmp", "config", "buckets", "multipart"] {
-                fs.create_dir_all(&system.join(folder))
-                    .await
-                    .map_err(|error| {
-                        StorageError::InvalidArgument(format!("drive {}: {error}", drive.display()))
-                    })?;
-            }
+            prepare_system_dirs(&fs, drive).await.map_err(|error| {
+                StorageError::InvalidArgument(format!("drive {}: {error}", drive.display()))
+            })?;
+        }
+        let health: Vec<Arc<DriveHealth>> = config
+            .drives
+            .iter()
+            .zip(layout.reference.sets.iter().flatten())
+            .map(|(drive, uuid)| {
+                Arc::new(DriveHealth::new(
+                    drive.clone(),
+                    layout.deployment_id.clone(),
+                    uuid.clone(),
+                ))
+            })
+            .collect();
+        if health.len() != config.drives.len() {
+            return Err(StorageError::Internal(
+                "the format layout does not name every drive".into(),
+            ));
         }
         let (mrf_sender, mrf_receiver) = mpsc::channel(MRF_QUEUE_MAX);
         let sets: Vec<Arc<ErasureSet>> = config
             .drives
             .chunks(set_size)
+            .zip(health.chunks(set_size))
             .enumerate()
-            .map(|(index, drives)| {
+            .map(|(index, (drives, health))| {
                 Arc::new(ErasureSet {
                     index,
                     drives: drives.to_vec(),
@@ -251,6 +272,7 @@ impl Node {
                     inline_bytes_max: config.inline_bytes_max,
                     locks: KeyLocks::new(),
                     mrf: mrf_sender.clone(),
+                    health: health.to_vec(),
                 })
             })
             .collect();
@@ -259,6 +281,8 @@ impl Node {
             fs,
             drives: config.drives.clone(),
             sets,
+            health,
+            reference: layout.reference,
             deployment_id: layout.deployment_id,
             hash_key,
             set_size,
@@ -301,14 +325,24 @@ impl Node {
         };
         let json = serde_json::to_vec(&record)
             .map_err(|error| StorageError::Internal(format!("bucket record: {error}")))?;
-        let writes = inner.drives.iter().map(|drive| {
-            let json = json.clone();
-            async move {
-                inner.fs.create_dir_all(&drive.join(bucket)).await?;
-                let target = bucket_record_path(drive, bucket);
-                write_small_file(&inner.fs, drive, &target, json).await
-            }
-        });
+        let writes = inner
+            .drives
+            .iter()
+            .zip(&inner.health)
+            .map(|(drive, health)| {
+                let json = json.clone();
+                async move {
+                    if !health.online(&inner.fs).await {
+                        return Err(io::Error::other("drive is offline"));
+                    }
+                    inner
+                        .fs
+                        .create_dir_below(drive, &drive.join(bucket))
+                        .await?;
+                    let target = bucket_record_path(drive, bucket);
+                    write_small_file(&inner.fs, drive, &target, json).await
+                }
+            });
         let written = join_all(writes)
             .await
             .iter()
@@ -538,6 +572,7 @@ impl Node {
         match bucket {
             Some(bucket) => {
                 self.inner.check_bucket(bucket)?;
+                self.inner.adopt_replacements().await;
                 let mut report = HealReport::default();
                 self.inner
                     .heal_bucket(bucket, prefix, &mut report, None)
@@ -693,7 +728,10 @@ impl Inner {
                 .map(|(name, created)| (name.clone(), *created))
                 .collect()
         };
-        for drive in &self.drives {
+        for (drive, health) in self.drives.iter().zip(&self.health) {
+            if !health.online(&self.fs).await {
+                continue;
+            }
             for (bucket, created) in &buckets {
                 let target = bucket_record_path(drive, bucket);
                 if self.fs.read_file(&target).await.is_ok() {
@@ -705,18 +743,55 @@ impl Inner {
                 let Ok(json) = serde_json::to_vec(&record) else {
                     continue;
                 };
-                let _ = self.fs.create_dir_all(&drive.join(bucket)).await;
+                let _ = self.fs.create_dir_below(drive, &drive.join(bucket)).await;
                 let _ = write_small_file(&self.fs, drive, &target, json).await;
             }
         }
     }
 
-    /// Heals every object in every bucket and the system area.
+    /// Stamps blank drives that lost their stamp while the node runs back into their slots
+    /// (see `format::adopt_blank_drive`); returns the drives stamped, which need a heal.
+    pub(crate) async fn adopt_replacements(&self) -> Vec<PathBuf> {
+        let mut adopted = Vec::new();
+        for health in &self.health {
+            if health.online(&self.fs).await {
+                continue;
+            }
+            let drive = health.path();
+            let outcome =
+                format::adopt_blank_drive(&self.fs, drive, &self.reference, health.uuid()).await;
+            match outcome {
+                Ok(Adoption::Stamped) => {}
+                Ok(Adoption::Missing) => continue,
+                Ok(Adoption::Refused(why)) => {
+                    tracing::warn!(drive = %drive.display(), "drive stays offline: {why}");
+                    continue;
+                }
+                Err(error) => {
+                    tracing::warn!(drive = %drive.display(), "stamping a blank drive: {error}");
+                    continue;
+                }
+            }
+            if let Err(error) = prepare_system_dirs(&self.fs, drive).await {
+                tracing::warn!(drive = %drive.display(), "preparing a blank drive: {error}");
+                continue;
+            }
+            health.suspect();
+            if health.online(&self.fs).await {
+                tracing::info!(drive = %drive.display(), "blank drive stamped into its slot");
+                adopted.push(drive.to_path_buf());
+            }
+        }
+        adopted
+    }
+
+    /// Heals every object in every bucket and the system area, after adopting blank drives.
     pub(crate) async fn heal_everything(
         &self,
         prefix: &str,
         pause: Option<Duration>,
     ) -> Result<HealReport> {
+        self.adopt_replacements().await;
         self.heal_bucket_records().await;
         let mut report = HealReport::default();
         let mut buckets = self.bucket_names();
@@ -770,6 +845,17 @@ impl Inner {
             after = page.next_after;
         }
     }
+}
+
+/// Makes the system folders of a stamped drive; temp space left by a crash is dropped first
+/// (nothing in it was ever visible).
+async fn prepare_system_dirs(fs: &Fs, drive: &Path) -> io::Result<()> {
+    let system = format::system_dir(drive);
+    fs.remove_any(&system.join("tmp")).await;
+    for folder in ["tmp", "config", "buckets", "multipart"] {
+        fs.create_dir_below(&system, &system.join(folder)).await?;
+    }
+    Ok(())
 }
 
 fn bucket_record_path(drive: &Path, bucket: &str) -> PathBuf {

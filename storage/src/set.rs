@@ -4,7 +4,9 @@
 //! Invariants: shard files are written under the drive's `tmp/` and reach the object's key
 //! directory only by rename, after fsync; an object version is visible only when its
 //! metadata is committed on write-quorum drives; every shard byte served was verified
-//! against its bitrot hash; a conditional write is decided under the key lock that commits.
+//! against its bitrot hash; a conditional write is decided under the key lock that commits;
+//! a drive whose format stamp is gone or foreign (`DriveHealth`) is neither read nor written,
+//! and writes never create a drive's folder, its system folder or a bucket folder.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -25,6 +27,7 @@ use crate::erasure::{block_count, block_span, Erasure, BLOCK_BYTES};
 use crate::error::{Result, StorageError};
 use crate::format::system_dir;
 use crate::fsio::Fs;
+use crate::health::DriveHealth;
 use crate::locks::KeyLocks;
 use crate::meta::{self, ObjectMeta, PartMeta, DATA_DIR, META_FILE};
 use crate::node::{ByteRange, ByteStream, ObjectInfo, PutOptions, WriteCondition};
@@ -72,7 +75,12 @@ pub(crate) struct ErasureSet {
     pub(crate) inline_bytes_max: usize,
     pub(crate) locks: KeyLocks,
     pub(crate) mrf: mpsc::Sender<HealTask>,
+    /// Per drive slot: whether the drive still carries its stamp.
+    pub(crate) health: Vec<Arc<DriveHealth>>,
 }
+
+/// Attempts to move something into a fresh folder that concurrent prunes keep removing.
+const PLACE_ATTEMPTS_MAX: usize = 8;
 
 /// The shards of one write, staged under `tmp/<tmp_id>/` on every drive.
 pub(crate) struct Staged {
@@ -125,18 +133,54 @@ impl ErasureSet {
         let _ = self.mrf.try_send(task);
     }
 
-    /// Whether drive `slot` is formatted and reachable.
+    /// Whether drive `slot` carries its format stamp (cheap: see `DriveHealth`).
     pub(crate) async fn drive_online(&self, slot: usize) -> bool {
-        self.fs
-            .read_file(&crate::format::format_path(&self.drives[slot]))
-            .await
-            .is_ok()
+        self.health[slot].online(&self.fs).await
+    }
+
+    /// The folder of `bucket` on drive `slot`: the base below which writes create folders.
+    pub(crate) fn bucket_dir(&self, slot: usize, bucket: &str) -> PathBuf {
+        self.drives[slot].join(bucket)
+    }
+
+    /// Makes `dir` (strictly below `base`, which must exist) on drive `slot`, then runs
+    /// `place`, which moves something into it. When a concurrent prune removed the still
+    /// empty `dir` first (`NotFound`), makes it again and retries.
+    pub(crate) async fn place_in_dir<T, F, Fut>(
+        &self,
+        slot: usize,
+        base: &Path,
+        dir: &Path,
+        mut place: F,
+    ) -> io::Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = io::Result<T>>,
+    {
+        let mut attempt = 1;
+        loop {
+            if let Err(error) = self.fs.create_dir_below(base, dir).await {
+                if is_not_found(&error) {
+                    self.health[slot].suspect();
+                }
+                return Err(error);
+            }
+            match place().await {
+                Err(error) if is_not_found(&error) && attempt < PLACE_ATTEMPTS_MAX => {
+                    attempt += 1;
+                }
+                outcome => return outcome,
+            }
+        }
     }
 
     // ---- metadata -------------------------------------------------------------------------
 
     pub(crate) async fn read_metas(&self, bucket: &str, key: &str) -> Vec<MetaRead> {
         let reads = (0..self.total()).map(|slot| async move {
+            if !self.drive_online(slot).await {
+                return MetaRead::Failed;
+            }
             let path = self.key_dir(slot, bucket, key).join(META_FILE);
             match self.fs.read_file(&path).await {
                 Ok(raw) => match meta::decode::<ObjectMeta>(&raw) {
@@ -361,9 +405,16 @@ impl ErasureSet {
 
     async fn open_staging(&self, tmp_id: &str, file_rel: &str) -> Vec<Option<Arc<File>>> {
         let opens = (0..self.total()).map(|slot| async move {
+            if !self.drive_online(slot).await {
+                return None;
+            }
             let path = self.tmp_dir(slot, tmp_id).join(file_rel);
             let parent = path.parent()?.to_path_buf();
-            if let Err(error) = self.fs.create_dir_all(&parent).await {
+            let system = system_dir(&self.drives[slot]);
+            if let Err(error) = self.fs.create_dir_below(&system, &parent).await {
+                if is_not_found(&error) {
+                    self.health[slot].suspect();
+                }
                 tracing::warn!(drive = %self.drives[slot].display(), "staging dir: {error}");
                 return None;
             }
@@ -466,13 +517,19 @@ impl ErasureSet {
                 if !staged.alive[slot] {
                     return Err(io::Error::other("drive failed during the write"));
                 }
+                if !self.drive_online(slot).await {
+                    return Err(io::Error::other("drive is offline"));
+                }
+                let bucket_dir = self.bucket_dir(slot, bucket);
                 let key_dir = self.key_dir(slot, bucket, key);
-                self.fs.create_dir_all(&key_dir).await?;
                 if let Some(data_dir) = &meta.data_dir {
                     let source = dirs.data_dir_path(self, slot, data_dir);
                     let holder = key_dir.join(DATA_DIR);
-                    self.fs.create_dir_all(&holder).await?;
-                    self.fs.rename(&source, &holder.join(data_dir)).await?;
+                    let target = holder.join(data_dir);
+                    self.place_in_dir(slot, &bucket_dir, &holder, || {
+                        self.fs.rename(&source, &target)
+                    })
+                    .await?;
                 }
                 let shard_index = inverse[slot];
                 let inline: &[u8] = match &staged.inline {
@@ -483,7 +540,10 @@ impl ErasureSet {
                     shard_index,
                     ..meta.clone()
                 };
-                self.write_meta(slot, &key_dir, &copy, inline).await
+                self.place_in_dir(slot, &bucket_dir, &key_dir, || {
+                    self.write_meta(slot, &key_dir, &copy, inline)
+                })
+                .await
             }
         });
         let results = join_all(commits).await;
@@ -567,17 +627,29 @@ impl ErasureSet {
         self.write_record(slot, &key_dir.join(META_FILE), raw).await
     }
 
-    /// Writes any small file atomically: to `tmp/`, fsync, rename over `target`.
+    /// Writes any small file atomically: to `tmp/`, fsync, rename over `target`. The
+    /// target's folder must exist; `tmp/` is made again when missing, but never the drive's
+    /// system folder.
     pub(crate) async fn write_record(
         &self,
         slot: usize,
         target: &Path,
         raw: Vec<u8>,
     ) -> io::Result<()> {
-        let tmp = system_dir(&self.drives[slot]).join("tmp");
-        self.fs.create_dir_all(&tmp).await?;
+        let system = system_dir(&self.drives[slot]);
+        let tmp = system.join("tmp");
         let staged = tmp.join(format!("record-{}", uuid::Uuid::new_v4()));
-        self.fs.write_file_synced(&staged, Bytes::from(raw)).await?;
+        let raw = Bytes::from(raw);
+        if let Err(error) = self.fs.write_file_synced(&staged, raw.clone()).await {
+            if !is_not_found(&error) {
+                return Err(error);
+            }
+            if let Err(error) = self.fs.create_dir_below(&system, &tmp).await {
+                self.health[slot].suspect();
+                return Err(error);
+            }
+            self.fs.write_file_synced(&staged, raw).await?;
+        }
         if let Err(error) = self.fs.rename(&staged, target).await {
             let _ = self.fs.remove_file(&staged).await;
             return Err(error);
@@ -590,6 +662,9 @@ impl ErasureSet {
     pub(crate) async fn delete(&self, bucket: &str, key: &str) -> Result<()> {
         let _guard = self.locks.lock(&format!("{bucket}/{key}")).await;
         let removals = (0..self.total()).map(|slot| async move {
+            if !self.drive_online(slot).await {
+                return Err(io::Error::other("drive is offline"));
+            }
             let key_dir = self.key_dir(slot, bucket, key);
             let outcome = match self.fs.remove_file(&key_dir.join(META_FILE)).await {
                 Err(error) if !is_not_found(&error) => Err(error),
@@ -681,7 +756,9 @@ impl ErasureSet {
         let chosen = match self.choose(&reads, true).await {
             Ok(Some(chosen)) => chosen,
             Ok(None) => {
-                let leftovers = reads.iter().any(|read| !matches!(read, MetaRead::NotFound));
+                let leftovers = reads
+                    .iter()
+                    .any(|read| matches!(read, MetaRead::Found { .. } | MetaRead::Corrupt));
                 if leftovers {
                     self.purge_locked(bucket, key).await;
                     return Ok(HealOutcome {
@@ -840,21 +917,27 @@ impl ErasureSet {
                 continue;
             }
             let key_dir = self.key_dir(slot, bucket, key);
+            let bucket_dir = self.bucket_dir(slot, bucket);
             let placed: io::Result<()> = async {
-                self.fs.create_dir_all(&key_dir).await?;
                 if let Some(data_dir) = &meta.data_dir {
                     let holder = key_dir.join(DATA_DIR);
                     self.fs.remove_any(&holder).await;
-                    self.fs.create_dir_all(&holder).await?;
                     let source = self.tmp_dir(slot, &tmp_id).join(data_dir);
-                    self.fs.rename(&source, &holder.join(data_dir)).await?;
+                    let target = holder.join(data_dir);
+                    self.place_in_dir(slot, &bucket_dir, &holder, || {
+                        self.fs.rename(&source, &target)
+                    })
+                    .await?;
                 }
                 let inline = inline_out.remove(&slot).unwrap_or_default();
                 let copy = ObjectMeta {
                     shard_index: shard,
                     ..meta.clone()
                 };
-                self.write_meta(slot, &key_dir, &copy, &inline).await
+                self.place_in_dir(slot, &bucket_dir, &key_dir, || {
+                    self.write_meta(slot, &key_dir, &copy, &inline)
+                })
+                .await
             }
             .await;
             match placed {
@@ -881,7 +964,9 @@ impl ErasureSet {
     ) -> io::Result<Arc<File>> {
         let data_dir = meta.data_dir.as_deref().unwrap_or_default();
         let dir = self.tmp_dir(slot, tmp_id).join(data_dir);
-        self.fs.create_dir_all(&dir).await?;
+        self.fs
+            .create_dir_below(&system_dir(&self.drives[slot]), &dir)
+            .await?;
         self.fs
             .open(
                 &dir.join(format!("part.{part_number}")),
@@ -892,6 +977,9 @@ impl ErasureSet {
 
     async fn purge_locked(&self, bucket: &str, key: &str) {
         for slot in 0..self.total() {
+            if !self.drive_online(slot).await {
+                continue;
+            }
             let key_dir = self.key_dir(slot, bucket, key);
             let _ = self.fs.remove_file(&key_dir.join(META_FILE)).await;
             self.fs.remove_any(&key_dir.join(DATA_DIR)).await;

@@ -936,16 +936,271 @@ async fn a_read_that_meets_a_corrupt_shard_queues_a_heal() {
     node.make_bucket("mrf").await.unwrap();
     let data = pattern(1024 * 1024 + 77, 6);
     put(&node, "mrf", "k", &data).await;
-    let files: Vec<PathBuf> = drives
+    // Remove the file of data shard 0, which every read needs.
+    let holder = drives
         .iter()
-        .flat_map(|drive| part_files(&drive.join("mrf")))
-        .collect();
+        .find(|drive| {
+            let raw = std::fs::read(drive.join("mrf/k/lakeshare.meta")).unwrap();
+            let (meta, _) = crate::meta::decode::<crate::meta::ObjectMeta>(&raw).unwrap();
+            meta.shard_index == 0
+        })
+        .unwrap();
+    let files = part_files(&holder.join("mrf"));
     std::fs::remove_file(&files[0]).unwrap();
     assert_eq!(read(&node, "mrf", "k", None).await, data);
-    // The background healer restores the file; wait for it without a deadline on the clock
-    // (the test harness bounds the run).
+    // The background healer restores the file. Polls are bounded so a broken queue fails
+    // the test instead of hanging it; the bound is far above the time a heal takes.
+    let mut polls = 0;
     while !files[0].exists() {
+        polls += 1;
+        assert!(
+            polls < 6000,
+            "the MRF healer never restored {}",
+            files[0].display()
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert_eq!(node.heal(Some("mrf"), "").await.unwrap().shards_rebuilt, 0);
+}
+
+/// Every entry under `dir`, recursively, relative to it (empty for a missing `dir`).
+fn tree(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(current) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&current) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            found.push(path.strip_prefix(dir).unwrap().display().to_string());
+            if path.is_dir() {
+                pending.push(path);
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// Regression: drives deleted while the node ran were written to again (their folders,
+/// `tmp/` and key folders recreated) and a PUT answered 200 without write quorum.
+#[tokio::test]
+async fn r_deleted_drives_are_offline_and_never_recreated() {
+    let root = tempfile::tempdir().unwrap();
+    let drives = drive_paths(root.path(), 4);
+    let node = open(&drives).await;
+    node.make_bucket("data").await.unwrap();
+    put(&node, "data", "old", &pattern(3 * 1024 * 1024, 1)).await;
+    for drive in &drives[..3] {
+        std::fs::remove_dir_all(drive).unwrap();
+    }
+    let outcome = node.get_object("data", "old", None).await;
+    assert!(matches!(outcome, Err(StorageError::ReadQuorum(_))));
+    for (key, size) in [("new", 2 * 1024 * 1024), ("dir/inline", 10)] {
+        let outcome = node
+            .put_object("data", key, body(&pattern(size, 2)), PutOptions::default())
+            .await;
+        assert!(
+            matches!(outcome, Err(StorageError::WriteQuorum(_))),
+            "{key}: {:?}",
+            outcome.map(|info| info.etag)
+        );
+    }
+    assert!(node.make_bucket("other").await.is_err());
+    // A missing drive folder is a missing disk: not even a heal makes it again.
+    node.heal(None, "").await.unwrap();
+    for drive in &drives[..3] {
+        assert!(!drive.exists(), "{} was recreated", drive.display());
+    }
+}
+
+/// Regression: a drive emptied while the node ran counted as online; writes refilled it
+/// without a format stamp, and the next start refused it as "not empty".
+#[tokio::test]
+async fn r_blanked_drives_are_offline_then_stamped_and_healed() {
+    let root = tempfile::tempdir().unwrap();
+    let drives = drive_paths(root.path(), 4);
+    let node = open(&drives).await;
+    node.make_bucket("data").await.unwrap();
+    let objects: Vec<(String, Vec<u8>)> = [10usize, 200 * 1024, 2 * 1024 * 1024 + 3]
+        .iter()
+        .map(|size| (format!("dir/o{size}"), pattern(*size, 4)))
+        .collect();
+    for (key, data) in &objects {
+        put(&node, "data", key, data).await;
+    }
+    for drive in &drives[..3] {
+        wipe(drive);
+    }
+    // Three blank drives of four: no read, no write, no folder made on them.
+    for (key, _) in &objects {
+        let outcome = node.get_object("data", key, None).await;
+        assert!(matches!(outcome, Err(StorageError::ReadQuorum(_))), "{key}");
+    }
+    let outcome = node
+        .put_object(
+            "data",
+            "new",
+            body(&pattern(2 * 1024 * 1024, 2)),
+            PutOptions::default(),
+        )
+        .await;
+    assert!(matches!(outcome, Err(StorageError::WriteQuorum(_))));
+    let outcome = node.delete_object("data", "dir/o10").await;
+    assert!(matches!(outcome, Err(StorageError::WriteQuorum(_))));
+    for drive in &drives[..3] {
+        assert_eq!(tree(drive), Vec::<String>::new(), "{}", drive.display());
+    }
+    drop(node);
+    // Two blank drives of four: reads stay exact, and a heal stamps and refills them.
+    let root = tempfile::tempdir().unwrap();
+    let drives = drive_paths(root.path(), 4);
+    let node = open(&drives).await;
+    node.make_bucket("data").await.unwrap();
+    for (key, data) in &objects {
+        put(&node, "data", key, data).await;
+    }
+    wipe(&drives[0]);
+    wipe(&drives[2]);
+    for (key, data) in &objects {
+        assert_eq!(&read(&node, "data", key, None).await, data, "{key}");
+    }
+    assert_eq!(tree(&drives[0]), Vec::<String>::new());
+    let report = node.heal(None, "").await.unwrap();
+    assert_eq!(report.objects_failed, 0);
+    for drive in [&drives[0], &drives[2]] {
+        assert!(drive.join(".lakeshare.sys/format.json").is_file());
+        assert!(drive.join(".lakeshare.sys/buckets/data.json").is_file());
+        for (key, _) in &objects {
+            assert!(drive
+                .join("data")
+                .join(key)
+                .join("lakeshare.meta")
+                .is_file());
+        }
+    }
+    // The stamped drives serve writes again, and carry real shards.
+    put(&node, "data", "after", &pattern(1024 * 1024, 8)).await;
+    drop(node);
+    std::fs::remove_dir_all(&drives[1]).unwrap();
+    std::fs::remove_dir_all(&drives[3]).unwrap();
+    let node = open(&drives).await;
+    for (key, data) in &objects {
+        assert_eq!(&read(&node, "data", key, None).await, data, "{key}");
+    }
+    assert_eq!(
+        read(&node, "data", "after", None).await,
+        pattern(1024 * 1024, 8)
+    );
+}
+
+/// Regression: a restart refused a blank drive because it held an empty `data/` folder.
+#[tokio::test]
+async fn r_open_takes_a_drive_holding_only_empty_folders() {
+    let root = tempfile::tempdir().unwrap();
+    let drives = drive_paths(root.path(), 4);
+    let data = pattern(1024 * 1024 + 5, 3);
+    {
+        let node = open(&drives).await;
+        node.make_bucket("data").await.unwrap();
+        put(&node, "data", "k", &data).await;
+    }
+    wipe(&drives[1]);
+    std::fs::create_dir_all(drives[1].join("data/dir/empty")).unwrap();
+    let node = open(&drives).await;
+    node.heal(None, "").await.unwrap();
+    assert!(drives[1].join("data/k/lakeshare.meta").is_file());
+    drop(node);
+    std::fs::remove_dir_all(&drives[0]).unwrap();
+    std::fs::remove_dir_all(&drives[2]).unwrap();
+    let node = open(&drives).await;
+    assert_eq!(read(&node, "data", "k", None).await, data);
+    drop(node);
+    // One file anywhere still makes the drive "not empty".
+    wipe(&drives[3]);
+    std::fs::create_dir_all(drives[3].join("data/dir")).unwrap();
+    std::fs::write(drives[3].join("data/dir/precious"), b"keep").unwrap();
+    let error = Node::open_with(config(drives.clone(), None), test_fs())
+        .await
+        .err()
+        .unwrap();
+    assert!(error.to_string().contains("not empty"), "{error}");
+    assert!(error.to_string().contains("precious"), "{error}");
+}
+
+/// Regression: concurrent writes under one prefix failed when another write or delete pruned
+/// a shared parent folder between the creation of a key's folders and the move into them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn r_concurrent_writers_and_deleters_under_one_prefix() {
+    const WORKERS: usize = 8;
+    const ROUNDS: usize = 24;
+    const SHARED_FOLDERS: usize = 2;
+    let root = tempfile::tempdir().unwrap();
+    let drives = drive_paths(root.path(), 4);
+    let node = open(&drives).await;
+    node.make_bucket("race").await.unwrap();
+    let mut tasks = Vec::new();
+    for worker in 0..WORKERS {
+        let node = node.clone();
+        let drives = drives.clone();
+        tasks.push(tokio::spawn(async move {
+            for round in 0..ROUNDS {
+                // Each worker's key sits in a folder shared with others and holding nothing
+                // else, so every delete prunes the folder others are writing into.
+                let shared = format!("dir/a b/s{}", round % SHARED_FOLDERS);
+                let transient = format!("{shared}/w{worker}/t");
+                let size = if round % 2 == 0 { 100 } else { 300 * 1024 };
+                let data = pattern(size, worker as u8);
+                node.put_object("race", &transient, body(&data), PutOptions::default())
+                    .await
+                    .unwrap_or_else(|error| panic!("put {transient}: {error}"));
+                // Every drive took the write, not just a quorum of them.
+                for drive in &drives {
+                    let meta = drive.join("race").join(&transient).join("lakeshare.meta");
+                    assert!(meta.is_file(), "{} lacks {transient}", drive.display());
+                }
+                let kept = format!("{shared}/k{worker}-{round}");
+                if round % 4 == 3 {
+                    node.put_object("race", &kept, body(&data), PutOptions::default())
+                        .await
+                        .unwrap_or_else(|error| panic!("put {kept}: {error}"));
+                }
+                node.delete_object("race", &transient)
+                    .await
+                    .unwrap_or_else(|error| panic!("delete {transient}: {error}"));
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let mut kept_count = 0;
+    for worker in 0..WORKERS {
+        for round in (0..ROUNDS).filter(|round| round % 4 == 3) {
+            let kept = format!("dir/a b/s{}/k{worker}-{round}", round % SHARED_FOLDERS);
+            let size = if round % 2 == 0 { 100 } else { 300 * 1024 };
+            assert_eq!(
+                read(&node, "race", &kept, None).await,
+                pattern(size, worker as u8),
+                "{kept}"
+            );
+            kept_count += 1;
+        }
+    }
+    let listed = node
+        .list_objects(
+            "race",
+            ListRequest {
+                prefix: "dir/".into(),
+                max_keys: 10_000,
+                ..ListRequest::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(listed.objects.len(), kept_count);
+    for drive in &drives {
+        assert!(drive.join("race").is_dir(), "{}", drive.display());
+    }
 }

@@ -143,7 +143,10 @@ impl<'a> ScanColumns<'a> {
             stats: string_at(self.stats, row),
             partition_values,
             deletion_vector: self.deletion_vector_at(row),
-            base_row_id: self.base_row_id.is_valid(row).then(|| self.base_row_id.value(row)),
+            base_row_id: self
+                .base_row_id
+                .is_valid(row)
+                .then(|| self.base_row_id.value(row)),
             default_row_commit_version: self
                 .default_row_commit_version
                 .is_valid(row)
@@ -194,5 +197,7 @@ fn string_at(column: &dyn Array, row: usize) -> Option<&str> {
     if let Some(strings) = column.as_string_opt::<i64>() {
         return Some(strings.value(row));
     }
-    column.as_string_view_opt().map(|strings| strings.value(row))
+    column
+        .as_string_view_opt()
+        .map(|strings| strings.value(row))
 }

@@ -41,7 +41,9 @@ impl FileIdHash {
         match value.trim().to_ascii_lowercase().as_str() {
             "parquet" => Ok(FileIdHash::Md5),
             "delta" => Ok(FileIdHash::Sha256),
-            _ => Err(SharingError::invalid(format!("Unsupported fileidhash: '{value}'"))),
+            _ => Err(SharingError::invalid(format!(
+                "Unsupported fileidhash: '{value}'"
+            ))),
         }
     }
 
@@ -55,9 +57,9 @@ impl FileIdHash {
     pub fn file_id(self, path: &str) -> String {
         match self {
             FileIdHash::Md5 => hex::encode(Md5::digest(path.as_bytes())),
-            FileIdHash::Sha256 => hex::encode(
-                ring::digest::digest(&ring::digest::SHA256, path.as_bytes()).as_ref(),
-            ),
+            FileIdHash::Sha256 => {
+                hex::encode(ring::digest::digest(&ring::digest::SHA256, path.as_bytes()).as_ref())
+            }
         }
     }
 }
@@ -89,7 +91,10 @@ pub fn metadata_line(
             }
             metadata.insert("format".into(), json!({"provider": "parquet"}));
             metadata.insert("schemaString".into(), source["schemaString"].clone());
-            metadata.insert("partitionColumns".into(), source["partitionColumns"].clone());
+            metadata.insert(
+                "partitionColumns".into(),
+                source["partitionColumns"].clone(),
+            );
             let mut configuration = Map::new();
             if history_shared && source["configuration"]["delta.enableChangeDataFeed"] == "true" {
                 configuration.insert("enableChangeDataFeed".into(), json!("true"));
@@ -107,9 +112,7 @@ pub fn metadata_line(
                 if format.get("options").is_none_or(Value::is_null) {
                     format["options"] = json!({});
                 }
-                fields
-                    .entry("configuration")
-                    .or_insert_with(|| json!({}));
+                fields.entry("configuration").or_insert_with(|| json!({}));
             }
             json!({"metaData": {"deltaMetadata": metadata}})
         }
@@ -213,7 +216,10 @@ impl<'a> FileLineContext<'a> {
                 if let Some(version) = self.version {
                     fields.insert("version".into(), json!(version));
                 }
-                fields.insert("deltaSingleAction".into(), json!({ "add": Value::Object(add) }));
+                fields.insert(
+                    "deltaSingleAction".into(),
+                    json!({ "add": Value::Object(add) }),
+                );
                 json!({ "file": Value::Object(fields) })
             }
         };
@@ -232,9 +238,10 @@ impl<'a> FileLineContext<'a> {
     fn object_key(&self, path: &str) -> Result<String> {
         let url = match Url::parse(path) {
             Ok(absolute) => absolute,
-            Err(_) => self.table_root.join(path).map_err(|error| {
-                SharingError::internal(format!("file path {path:?}: {error}"))
-            })?,
+            Err(_) => self
+                .table_root
+                .join(path)
+                .map_err(|error| SharingError::internal(format!("file path {path:?}: {error}")))?,
         };
         if url.host_str() != Some(self.table.bucket.as_str()) {
             return Err(SharingError::new(
@@ -311,8 +318,14 @@ mod tests {
     fn file_ids_follow_the_reference_hashes() {
         assert_eq!(FileIdHash::Md5.file_id("a").len(), 32);
         assert_eq!(FileIdHash::Sha256.file_id("a").len(), 64);
-        assert_eq!(FileIdHash::parse_header(" Delta ").unwrap(), FileIdHash::Sha256);
+        assert_eq!(
+            FileIdHash::parse_header(" Delta ").unwrap(),
+            FileIdHash::Sha256
+        );
         assert!(FileIdHash::parse_header(" ").is_err());
-        assert!(FileIdHash::parse_header("sha1").unwrap_err().message.contains("fileidhash"));
+        assert!(FileIdHash::parse_header("sha1")
+            .unwrap_err()
+            .message
+            .contains("fileidhash"));
     }
 }

@@ -71,8 +71,9 @@ pub enum VersionSelector {
 
 impl DeltaTables {
     pub fn new(node: Arc<Node>, replay_threads: usize) -> Result<Arc<DeltaTables>> {
-        let executor = TokioMultiThreadExecutor::new_owned_runtime(Some(replay_threads.max(1)), None)
-            .map_err(|error| SharingError::internal(format!("replay pool: {error}")))?;
+        let executor =
+            TokioMultiThreadExecutor::new_owned_runtime(Some(replay_threads.max(1)), None)
+                .map_err(|error| SharingError::internal(format!("replay pool: {error}")))?;
         Ok(Arc::new(DeltaTables {
             node,
             executor: Arc::new(executor),
@@ -88,7 +89,10 @@ impl DeltaTables {
 
     /// The kernel engine reading `bucket`.
     pub fn engine(&self, bucket: &str) -> Arc<KernelEngine> {
-        let mut engines = self.engines.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut engines = self
+            .engines
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         engines
             .entry(bucket.to_string())
             .or_insert_with(|| {
@@ -103,7 +107,11 @@ impl DeltaTables {
     }
 
     /// Resolves a snapshot of `table`. Blocking: call from the replay pool.
-    pub fn snapshot_blocking(&self, table: &Table, selector: &VersionSelector) -> Result<TableSnapshot> {
+    pub fn snapshot_blocking(
+        &self,
+        table: &Table,
+        selector: &VersionSelector,
+    ) -> Result<TableSnapshot> {
         let (bucket, location) = table_location(table)?;
         let engine = self.engine(&bucket);
         let url = table_url(&bucket, &location)?;
@@ -133,7 +141,12 @@ impl DeltaTables {
         let engine = self.engine(&bucket);
         let url = table_url(&bucket, &location)?;
         let latest = self.latest_blocking(&table.id, &url, engine.as_ref())?;
-        match first_version_after(&latest, engine.as_ref(), timestamp, HistoryCommitType::Published) {
+        match first_version_after(
+            &latest,
+            engine.as_ref(),
+            timestamp,
+            HistoryCommitType::Published,
+        ) {
             Ok(commit) => Ok(commit.version),
             Err(error) => {
                 let message = error.to_string();
@@ -156,7 +169,12 @@ impl DeltaTables {
             .map_err(|error| SharingError::internal(format!("commit timestamp: {error}")))
     }
 
-    fn latest_blocking(&self, table_id: &str, url: &Url, engine: &dyn Engine) -> Result<SnapshotRef> {
+    fn latest_blocking(
+        &self,
+        table_id: &str,
+        url: &Url,
+        engine: &dyn Engine,
+    ) -> Result<SnapshotRef> {
         let cached = self
             .latest
             .lock()
@@ -227,7 +245,8 @@ pub fn table_url(bucket: &str, location: &str) -> Result<Url> {
         .map_err(|error| SharingError::internal(format!("table url: {error}")))?;
     let mut segments = String::new();
     for segment in location.split('/').filter(|segment| !segment.is_empty()) {
-        segments.push_str(&percent_encoding::utf8_percent_encode(segment, PATH_SEGMENT).to_string());
+        segments
+            .push_str(&percent_encoding::utf8_percent_encode(segment, PATH_SEGMENT).to_string());
         segments.push('/');
     }
     url.set_path(&segments);
@@ -301,7 +320,10 @@ fn load_error(message: &str) -> SharingError {
 fn timestamp_error(timestamp: i64, message: &str) -> SharingError {
     let when = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(timestamp) * 1_000_000)
         .ok()
-        .and_then(|time| time.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|time| {
+            time.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_else(|| timestamp.to_string());
     SharingError::invalid(format!(
         "The provided timestamp ({when}) is not within the table's history: {message}"

@@ -86,7 +86,10 @@ impl DeltaRoutes {
             }
             None => {
                 self.blocking(move |tables| {
-                    Ok(tables.snapshot_blocking(&table, &VersionSelector::Latest)?.snapshot.version())
+                    Ok(tables
+                        .snapshot_blocking(&table, &VersionSelector::Latest)?
+                        .snapshot
+                        .version())
                 })
                 .await?
             }
@@ -102,7 +105,9 @@ impl DeltaRoutes {
         let timestamp = query_value(request.query, "timestamp");
         let selector = match (version, timestamp) {
             (Some(_), Some(_)) => {
-                return Err(SharingError::invalid("Please only provide one of: version,timestamp"))
+                return Err(SharingError::invalid(
+                    "Please only provide one of: version,timestamp",
+                ))
             }
             (Some(text), None) => {
                 request.require_history()?;
@@ -235,19 +240,21 @@ fn stream_files(
 ) -> Result<()> {
     let engine = tables.engine(&snapshot.bucket);
     let context = FileLineContext::new(format, snapshot, presigner, id_hash, line_version)?;
-    let predicate = query.json_predicate_hints.as_deref().and_then(parse_predicate);
+    let predicate = query
+        .json_predicate_hints
+        .as_deref()
+        .and_then(parse_predicate);
     let has_hints = predicate.is_some() || !query.predicate_hints.is_empty();
-    let mut limit = LimitTracker::for_request(
-        query.limit_hint.map(|limit| limit.max(0) as u64),
-        has_hints,
-    );
+    let mut limit =
+        LimitTracker::for_request(query.limit_hint.map(|limit| limit.max(0) as u64), has_hints);
     let mut chunk = BytesMut::with_capacity(CHUNK_BYTES * 2);
     chunk.put_slice(head.as_bytes());
     let mut failure = None;
     let mut closed = false;
     for_each_active_file(snapshot, engine.as_ref(), |file| {
         let stats = if predicate.is_some() || limit.is_some() {
-            file.stats.and_then(|text| serde_json::from_str::<Value>(text).ok())
+            file.stats
+                .and_then(|text| serde_json::from_str::<Value>(text).ok())
         } else {
             None
         };
@@ -315,12 +322,16 @@ pub struct QueryRequest {
 impl QueryRequest {
     pub fn parse(body: &[u8]) -> Result<QueryRequest> {
         if body.iter().all(u8::is_ascii_whitespace) {
-            return Err(SharingError::malformed("No content to map due to end-of-input"));
+            return Err(SharingError::malformed(
+                "No content to map due to end-of-input",
+            ));
         }
         let value: Value = serde_json::from_slice(body)
             .map_err(|error| SharingError::malformed(format!("invalid request json: {error}")))?;
         let Value::Object(fields) = value else {
-            return Err(SharingError::malformed("the request body must be a JSON object"));
+            return Err(SharingError::malformed(
+                "the request body must be a JSON object",
+            ));
         };
         let mut request = QueryRequest::default();
         for (name, value) in &fields {
@@ -339,7 +350,9 @@ impl QueryRequest {
                         .map(|item| item.as_str().map(str::to_string).unwrap_or_default())
                         .collect();
                 }
-                "jsonPredicateHints" => request.json_predicate_hints = Some(string_field(name, value)?),
+                "jsonPredicateHints" => {
+                    request.json_predicate_hints = Some(string_field(name, value)?)
+                }
                 "limitHint" => request.limit_hint = Some(parse_long(value)?),
                 "version" => request.version = Some(parse_long(value)?),
                 "timestamp" => request.timestamp = Some(string_field(name, value)?),
@@ -387,7 +400,9 @@ impl QueryRequest {
                 return Err(SharingError::invalid("maxFiles must be positive"));
             }
             if max_files > i64::from(i32::MAX) {
-                return Err(SharingError::invalid(format!("Not an int32 value: {max_files}")));
+                return Err(SharingError::invalid(format!(
+                    "Not an int32 value: {max_files}"
+                )));
             }
         }
         if let Some(version) = self.version {
@@ -410,7 +425,10 @@ impl QueryRequest {
             }
         }
         if let Some(text) = &self.timestamp {
-            return Ok(VersionSelector::AsOfTimestamp(parse_timestamp(text, "timestamp")?));
+            return Ok(VersionSelector::AsOfTimestamp(parse_timestamp(
+                text,
+                "timestamp",
+            )?));
         }
         Ok(VersionSelector::Latest)
     }
@@ -433,7 +451,11 @@ pub fn ndjson_response(
 ) -> Response<ResponseBody> {
     let mut response = Response::new(body);
     *response.status_mut() = StatusCode::OK;
-    set_header(&mut response, header::CONTENT_TYPE.as_str(), NDJSON_CONTENT_TYPE);
+    set_header(
+        &mut response,
+        header::CONTENT_TYPE.as_str(),
+        NDJSON_CONTENT_TYPE,
+    );
     set_header(&mut response, TABLE_VERSION_HEADER, &version.to_string());
     let mut capabilities = format!("responseformat={}", format.name());
     if end_stream_action {
@@ -464,7 +486,9 @@ pub fn parse_timestamp(text: &str, parameter: &str) -> Result<i64> {
     });
     match parsed {
         Ok(time) => Ok((time.unix_timestamp_nanos() / 1_000_000) as i64),
-        Err(_) => Err(SharingError::invalid(format!("Invalid {parameter}: {text}"))),
+        Err(_) => Err(SharingError::invalid(format!(
+            "Invalid {parameter}: {text}"
+        ))),
     }
 }
 
@@ -477,7 +501,9 @@ fn parse_long(value: &Value) -> Result<i64> {
             .trim()
             .parse()
             .map_err(|_| SharingError::invalid(format!("Not a numeric value: {text}"))),
-        other => Err(SharingError::malformed(format!("Not a numeric value: {other}"))),
+        other => Err(SharingError::malformed(format!(
+            "Not a numeric value: {other}"
+        ))),
     }
 }
 
@@ -507,36 +533,57 @@ mod tests {
 
     #[test]
     fn query_bodies_parse_leniently() {
-        let request = QueryRequest::parse(br#"{"version":"3","limitHint":5,"idempotency_key":"k"}"#)
-            .unwrap();
+        let request =
+            QueryRequest::parse(br#"{"version":"3","limitHint":5,"idempotency_key":"k"}"#).unwrap();
         assert_eq!(request.version, Some(3));
         assert_eq!(request.selector().unwrap(), VersionSelector::Version(3));
-        assert!(QueryRequest::parse(b"").unwrap_err().message.contains("end-of-input"));
+        assert!(QueryRequest::parse(b"")
+            .unwrap_err()
+            .message
+            .contains("end-of-input"));
         assert!(QueryRequest::parse(br#"{"version":"x3"}"#)
             .unwrap_err()
             .message
             .contains("Not a numeric value: x3"));
         assert!(QueryRequest::parse(br#"{"predicateHints":"a"}"#).is_err());
-        assert_eq!(QueryRequest::parse(b"{}").unwrap().selector().unwrap(), VersionSelector::Latest);
+        assert_eq!(
+            QueryRequest::parse(b"{}").unwrap().selector().unwrap(),
+            VersionSelector::Latest
+        );
     }
 
     #[test]
     fn conflicting_parameters_use_the_reference_wording() {
-        let both = QueryRequest::parse(br#"{"version":1,"timestamp":"2024-01-01T00:00:00Z"}"#)
-            .unwrap();
-        assert!(both.selector().unwrap_err().message.contains("Please only provide one of"));
+        let both =
+            QueryRequest::parse(br#"{"version":1,"timestamp":"2024-01-01T00:00:00Z"}"#).unwrap();
+        assert!(both
+            .selector()
+            .unwrap_err()
+            .message
+            .contains("Please only provide one of"));
         let negative = QueryRequest::parse(br#"{"version":-1}"#).unwrap();
-        assert!(negative.selector().unwrap_err().message.contains("cannot be negative"));
+        assert!(negative
+            .selector()
+            .unwrap_err()
+            .message
+            .contains("cannot be negative"));
         let refresh = QueryRequest::parse(br#"{"version":1,"includeRefreshToken":true}"#).unwrap();
         assert!(refresh.selector().is_err());
         let zero = QueryRequest::parse(br#"{"maxFiles":0}"#).unwrap();
-        assert!(zero.selector().unwrap_err().message.contains("maxFiles must be positive"));
+        assert!(zero
+            .selector()
+            .unwrap_err()
+            .message
+            .contains("maxFiles must be positive"));
     }
 
     #[test]
     fn timestamps_accept_iso_and_legacy_forms() {
         assert_eq!(parse_timestamp("1970-01-01T00:00:01Z", "t").unwrap(), 1000);
-        assert_eq!(parse_timestamp("1970-01-01T00:00:01-08:00", "t").unwrap(), 28_801_000);
+        assert_eq!(
+            parse_timestamp("1970-01-01T00:00:01-08:00", "t").unwrap(),
+            28_801_000
+        );
         assert_eq!(parse_timestamp("1970-01-01 00:00:01.5", "t").unwrap(), 1500);
         assert!(parse_timestamp("yesterday", "startingTimestamp")
             .unwrap_err()

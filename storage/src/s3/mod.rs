@@ -52,6 +52,18 @@ impl std::fmt::Debug for RootCredentials {
     }
 }
 
+/// Decides whether `(bucket, key)` may be read.
+pub type ObjectFilter = Arc<dyn Fn(&str, &str) -> bool + Send + Sync>;
+
+/// A second identity allowed only to read (GET/HEAD) objects that `allows(bucket, key)`
+/// admits: the credential presigned sharing URLs are signed with.
+#[derive(Clone)]
+pub struct ReadOnlyCredential {
+    pub access_key: String,
+    pub secret_key: String,
+    pub allows: ObjectFilter,
+}
+
 /// The S3 operations over a node.
 pub struct LakeshareS3 {
     node: Arc<Node>,
@@ -69,14 +81,22 @@ impl LakeshareS3 {
 pub fn build_service(
     node: Arc<Node>,
     credentials: RootCredentials,
+    reader: Option<ReadOnlyCredential>,
     extra_routes: Vec<Box<dyn S3Route>>,
 ) -> S3Service {
     let mut builder = S3ServiceBuilder::new(LakeshareS3::new(Arc::clone(&node)));
-    builder.set_auth(RootAuth(SimpleAuth::from_single(
+    let mut auth = SimpleAuth::from_single(
         credentials.access_key.clone(),
         credentials.secret_key.clone(),
-    )));
-    builder.set_access(ReservedBucketAccess);
+    );
+    if let Some(reader) = &reader {
+        auth.register(
+            reader.access_key.clone(),
+            SecretKey::from(reader.secret_key.clone()),
+        );
+    }
+    builder.set_auth(RootAuth(auth));
+    builder.set_access(ReservedBucketAccess { reader });
     builder.set_validation(RouteAwareNameValidation);
     let mut config = S3Config::default();
     config.xml_max_body_size = XML_BODY_BYTES_MAX;
@@ -107,8 +127,11 @@ impl S3Auth for RootAuth {
     }
 }
 
-/// Admits signed requests only, and refuses S3 operations on `_`-prefixed (route) names.
-struct ReservedBucketAccess;
+/// Admits signed requests only, refuses S3 operations on `_`-prefixed (route) names, and
+/// keeps the read-only credential to GET/HEAD of the objects it may read.
+struct ReservedBucketAccess {
+    reader: Option<ReadOnlyCredential>,
+}
 
 #[async_trait::async_trait]
 impl S3Access for ReservedBucketAccess {
@@ -121,9 +144,24 @@ impl S3Access for ReservedBucketAccess {
                 ));
             }
         }
-        match cx.credentials() {
-            Some(_) => Ok(()),
-            None => Err(s3_error!(AccessDenied, "Signature is required")),
+        let Some(credentials) = cx.credentials() else {
+            return Err(s3_error!(AccessDenied, "Signature is required"));
+        };
+        let Some(reader) = &self.reader else {
+            return Ok(());
+        };
+        if credentials.access_key != reader.access_key {
+            return Ok(());
+        }
+        let readable = matches!(cx.s3_op().name(), "GetObject" | "HeadObject")
+            && matches!(cx.s3_path(), S3Path::Object { bucket, key } if (reader.allows)(bucket, key));
+        if readable {
+            Ok(())
+        } else {
+            Err(s3_error!(
+                AccessDenied,
+                "This URL does not grant access to that object"
+            ))
         }
     }
 }

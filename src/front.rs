@@ -1,0 +1,65 @@
+//! The one service on the port. Delta Sharing routes (`/_delta-sharing/...`, bearer tokens)
+//! go to the protocol layer before s3s sees them; everything else (S3, the admin API,
+//! health) goes to the S3 service, which checks SigV4 first.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::combinators::BoxBody;
+use http_body_util::BodyExt as _;
+use hyper::body::Incoming;
+use hyper::service::Service;
+use lakeshare_protocol::sharing::is_sharing_path;
+use lakeshare_protocol::SharingService;
+use s3s::service::S3Service;
+
+pub type FrontBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+#[derive(Clone)]
+pub struct FrontService {
+    s3: S3Service,
+    sharing: Arc<SharingService>,
+}
+
+impl FrontService {
+    pub fn new(s3: S3Service, sharing: Arc<SharingService>) -> Self {
+        FrontService { s3, sharing }
+    }
+}
+
+impl Service<Request<Incoming>> for FrontService {
+    type Response = Response<FrontBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
+        if is_sharing_path(request.uri().path()) {
+            let sharing = self.sharing.clone();
+            Box::pin(async move {
+                let response = sharing.handle(request).await;
+                Ok(response.map(|body| body.map_err(Into::into).boxed()))
+            })
+        } else {
+            let s3 = self.s3.clone();
+            Box::pin(async move {
+                match hyper::service::Service::call(&s3, request).await {
+                    Ok(response) => Ok(response.map(|body| body.map_err(Into::into).boxed())),
+                    Err(error) => {
+                        tracing::error!(?error, "s3 service failed");
+                        let mut response = Response::new(
+                            http_body_util::Empty::new()
+                                .map_err(|never| match never {})
+                                .boxed(),
+                        );
+                        *response.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+                        Ok(response)
+                    }
+                }
+            })
+        }
+    }
+}
