@@ -36,7 +36,12 @@ impl Service<Request<Incoming>> for FrontService {
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
 
-    fn call(&self, request: Request<Incoming>) -> Self::Future {
+    fn call(&self, mut request: Request<Incoming>) -> Self::Future {
+        if is_presigned_head(&request) {
+            // A presigned URL signs GET; clients (fsspec) ask HEAD for the size first. Answer
+            // it as the GET it is signed for: hyper sends the headers of a HEAD answer only.
+            *request.method_mut() = http::Method::GET;
+        }
         if is_sharing_path(request.uri().path()) {
             let sharing = self.sharing.clone();
             Box::pin(async move {
@@ -62,4 +67,14 @@ impl Service<Request<Incoming>> for FrontService {
             })
         }
     }
+}
+
+/// A HEAD carrying a query signature (SigV4 or SigV2 presigned URL).
+fn is_presigned_head(request: &Request<Incoming>) -> bool {
+    request.method() == http::Method::HEAD
+        && request.uri().query().is_some_and(|query| {
+            query
+                .split('&')
+                .any(|pair| pair.starts_with("X-Amz-Signature=") || pair.starts_with("Signature="))
+        })
 }

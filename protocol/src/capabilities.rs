@@ -76,7 +76,7 @@ impl Capabilities {
 
     pub fn has_reader_feature(&self, feature: &str) -> bool {
         let feature = feature.to_ascii_lowercase();
-        self.reader_features.iter().any(|known| *known == feature)
+        self.reader_features.contains(&feature)
     }
 }
 

@@ -129,10 +129,7 @@ impl SharingService {
                         let body = read_body(body).await?;
                         self.delta.query(request_parts, body).await
                     }
-                    (&Method::GET, ["changes"]) => Err(SharingError::new(
-                        ErrorKind::Unsupported,
-                        "the change data feed is not available on this node yet",
-                    )),
+                    (&Method::GET, ["changes"]) => self.delta.changes(request_parts).await,
                     _ => Err(SharingError::not_found(format!(
                         "no such route: {method} {}",
                         parts.uri.path()

@@ -226,7 +226,7 @@ impl<'a> FileLineContext<'a> {
         Ok((line, expiration))
     }
 
-    fn presign_file(&self, path: &str) -> Result<crate::presign::PresignedUrl> {
+    pub(crate) fn presign_file(&self, path: &str) -> Result<crate::presign::PresignedUrl> {
         let key = self.object_key(path)?;
         Ok(self
             .presigner
@@ -257,7 +257,10 @@ impl<'a> FileLineContext<'a> {
 
     /// A deletion vector for the delta format: inline ones pass through, stored ones become a
     /// presigned absolute (`p`) descriptor.
-    fn deletion_vector(&self, dv: &DeletionVectorRef<'_>) -> Result<(Value, Option<i64>)> {
+    pub(crate) fn deletion_vector(
+        &self,
+        dv: &DeletionVectorRef<'_>,
+    ) -> Result<(Value, Option<i64>)> {
         let mut descriptor = json!({
             "storageType": dv.storage_type,
             "pathOrInlineDv": dv.path_or_inline_dv,

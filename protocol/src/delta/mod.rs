@@ -7,6 +7,7 @@
 //! the latest snapshot is refreshed incrementally (only commits after the cached version
 //! are read) on every request that asks for the latest, so a new commit is seen at once.
 
+pub mod changes;
 pub mod files;
 pub mod lines;
 pub mod query;

@@ -64,8 +64,8 @@ impl TableRequest<'_> {
 
 /// Serves the table routes of Delta tables.
 pub struct DeltaRoutes {
-    tables: Arc<DeltaTables>,
-    presigner: Arc<Presigner>,
+    pub(crate) tables: Arc<DeltaTables>,
+    pub(crate) presigner: Arc<Presigner>,
 }
 
 impl DeltaRoutes {
@@ -155,11 +155,11 @@ impl DeltaRoutes {
         if selector != VersionSelector::Latest {
             request.require_history()?;
         }
-        if query.starting_version.is_some() {
-            return Err(SharingError::new(
-                crate::error::ErrorKind::Unsupported,
-                "streaming queries (startingVersion) are not available on this node yet",
-            ));
+        if let Some(starting_version) = query.starting_version {
+            request.require_history()?;
+            return self
+                .streaming_query(request, starting_version, query.ending_version)
+                .await;
         }
         let capabilities = capabilities(request.headers);
         let id_hash_header = match request.headers.get("fileidhash") {
@@ -527,6 +527,18 @@ fn string_field(name: &str, value: &Value) -> Result<String> {
     }
 }
 
+/// A file row's partition values as the predicate evaluator reads them.
+struct RowPartitionValues<'a, 'b>(&'a [(&'b str, Option<&'b str>)]);
+
+impl PartitionValues for RowPartitionValues<'_, '_> {
+    fn partition_value(&self, physical_name: &str) -> Option<Option<&str>> {
+        self.0
+            .iter()
+            .find(|(key, _)| *key == physical_name)
+            .map(|(_, value)| *value)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -589,17 +601,5 @@ mod tests {
             .unwrap_err()
             .message
             .contains("Invalid startingTimestamp"));
-    }
-}
-
-/// A file row's partition values as the predicate evaluator reads them.
-struct RowPartitionValues<'a, 'b>(&'a [(&'b str, Option<&'b str>)]);
-
-impl PartitionValues for RowPartitionValues<'_, '_> {
-    fn partition_value(&self, physical_name: &str) -> Option<Option<&str>> {
-        self.0
-            .iter()
-            .find(|(key, _)| *key == physical_name)
-            .map(|(_, value)| *value)
     }
 }
