@@ -17,7 +17,7 @@ use crate::cli::{Cli, Command};
 use crate::config::Config;
 
 /// Log filter when `RUST_LOG` is not set.
-const LOG_FILTER_DEFAULT: &str = "info,s3s=off";
+const LOG_FILTER_DEFAULT: &str = "info,s3s=off,delta_kernel=warn";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

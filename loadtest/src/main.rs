@@ -50,6 +50,8 @@ enum Scenario {
     Put(PutArgs),
     /// GET one fixed URL.
     HttpGet(HttpGetArgs),
+    /// POST `--body` to one fixed URL.
+    HttpPost(HttpGetArgs),
     /// Write the bytes `get --setup` uploads as plain files DIR/obj-{i}, for a file server.
     WriteFiles(WriteFilesArgs),
     /// Print a presigned GET URL of object `{prefix}obj-{index}`.
@@ -174,6 +176,9 @@ struct HttpGetArgs {
     /// Extra header `Name: value`; repeat for more.
     #[arg(long = "header")]
     headers: Vec<String>,
+    /// Request body (for `http-post`).
+    #[arg(long, default_value = "")]
+    body: String,
 }
 
 #[derive(Args, Debug)]
@@ -228,7 +233,8 @@ async fn run_scenario(scenario: Scenario) -> anyhow::Result<Option<Report>> {
     match scenario {
         Scenario::Get(args) => run_get(args).await.map(Some),
         Scenario::Put(args) => run_put(args).await.map(Some),
-        Scenario::HttpGet(args) => run_http_get(args).await.map(Some),
+        Scenario::HttpGet(args) => run_http(http::Method::GET, args).await.map(Some),
+        Scenario::HttpPost(args) => run_http(http::Method::POST, args).await.map(Some),
         Scenario::WriteFiles(args) => {
             payload::write_files(&args.dir, args.objects, args.object_bytes)?;
             eprintln!(
@@ -302,7 +308,7 @@ async fn run_put(args: PutArgs) -> anyhow::Result<Report> {
     runner::run("put", args.load.concurrency, args.load.limit(), factory).await
 }
 
-async fn run_http_get(args: HttpGetArgs) -> anyhow::Result<Report> {
+async fn run_http(method: http::Method, args: HttpGetArgs) -> anyhow::Result<Report> {
     let headers: Vec<(String, String)> = args
         .headers
         .iter()
@@ -314,15 +320,15 @@ async fn run_http_get(args: HttpGetArgs) -> anyhow::Result<Report> {
         })
         .collect::<anyhow::Result<_>>()?;
     let url = args.url;
+    let body = Bytes::from(args.body);
+    let scenario = if method == http::Method::POST {
+        "http-post"
+    } else {
+        "http-get"
+    };
     let factory: RequestFactory =
-        Arc::new(move |_| plan_request(http::Method::GET, &url, &headers, Bytes::new()));
-    runner::run(
-        "http-get",
-        args.load.concurrency,
-        args.load.limit(),
-        factory,
-    )
-    .await
+        Arc::new(move |_| plan_request(method.clone(), &url, &headers, body.clone()));
+    runner::run(scenario, args.load.concurrency, args.load.limit(), factory).await
 }
 
 /// Creates the bucket (an existing one is fine) and uploads objects `0..objects`.

@@ -219,6 +219,9 @@ impl DeltaRoutes {
         .await
         .map_err(|error| SharingError::internal(format!("replay task: {error}")))??;
         let format = choose_format(&capabilities, &feed.head.needs)?;
+        if format == ResponseFormat::Parquet && feed.kind == FeedKind::Streaming {
+            check_reader_version_in_range(&feed)?;
+        }
         let id_hash = id_hash_header.unwrap_or(FileIdHash::default_for(format));
         let history_shared = request.table.history_shared;
         let mut head = String::new();
@@ -356,6 +359,25 @@ fn resolve_blocking(
     })
 }
 
+/// Parquet-format streaming readers cannot follow a table whose reader version rises inside
+/// the range.
+fn check_reader_version_in_range(feed: &Feed) -> Result<()> {
+    for commit in &feed.commits {
+        for action in &commit.actions {
+            let reader_version = action["protocol"]["minReaderVersion"].as_i64();
+            if let Some(reader_version) = reader_version.filter(|version| *version > 1) {
+                return Err(SharingError::invalid(format!(
+                    "Unsupported reader version {reader_version} at table version {}: the \
+                     parquet response format needs minReaderVersion 1; ask for \
+                     responseformat=delta",
+                    commit.version
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn change_data_enabled(metadata: &Value) -> bool {
     metadata["configuration"]["delta.enableChangeDataFeed"]
         .as_str()
@@ -384,8 +406,9 @@ fn read_commits_blocking(
     let log_root = table_root
         .join("_delta_log/")
         .map_err(|error| log_error(&error))?;
+    // Listing starts strictly after the offset: the bare version sorts just before its file.
     let first = log_root
-        .join(&format!("{start:020}.json"))
+        .join(&format!("{start:020}"))
         .map_err(|error| log_error(&error))?;
     let storage = engine.storage_handler();
     let mut files = Vec::new();
