@@ -44,6 +44,8 @@ pub struct DeltaTables {
     snapshots: moka::sync::Cache<(String, u64), SnapshotRef>,
     /// table id → newest snapshot seen.
     latest: Mutex<HashMap<String, SnapshotRef>>,
+    /// table id → newest snapshot seen, described (what the latest fast path serves).
+    latest_described: Mutex<HashMap<String, TableSnapshot>>,
 }
 
 /// A resolved snapshot with what the protocol needs to know about it.
@@ -81,6 +83,7 @@ impl DeltaTables {
             engines: Mutex::new(HashMap::new()),
             snapshots: moka::sync::Cache::new(SNAPSHOTS_CACHED_MAX),
             latest: Mutex::new(HashMap::new()),
+            latest_described: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -105,6 +108,29 @@ impl DeltaTables {
                 )
             })
             .clone()
+    }
+
+    /// The cached latest snapshot of `table`, if it is still the latest: the commit after it
+    /// does not exist. One metadata lookup on the node, no log listing, no replay pool.
+    /// Delta writes every version as `_delta_log/<version>.json`, so a missing next commit
+    /// file means no newer version exists.
+    pub async fn latest_if_current(&self, table: &Table) -> Option<TableSnapshot> {
+        let (bucket, location) = table_location(table).ok()?;
+        let cached = self
+            .latest_described
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&table.id)
+            .cloned()
+            .filter(|cached| cached.bucket == bucket && cached.location == location)?;
+        let next = format!(
+            "{location}_delta_log/{:020}.json",
+            cached.snapshot.version() + 1
+        );
+        match self.node.head_object(&bucket, &next).await {
+            Err(lakeshare_storage::StorageError::NoSuchKey { .. }) => Some(cached),
+            _ => None,
+        }
     }
 
     /// Resolves a snapshot of `table`. Blocking: call from the replay pool.
@@ -133,7 +159,14 @@ impl DeltaTables {
                 self.version_blocking(&table.id, &url, engine.as_ref(), &latest, commit.version)?
             }
         };
-        describe(snapshot, bucket, location)
+        let described = describe(snapshot, bucket, location)?;
+        if *selector == VersionSelector::Latest {
+            self.latest_described
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .insert(table.id.clone(), described.clone());
+        }
+        Ok(described)
     }
 
     /// The earliest version whose commit is at or after `timestamp` (the `/version` route).

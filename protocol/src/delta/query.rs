@@ -85,13 +85,10 @@ impl DeltaRoutes {
                     .await?
             }
             None => {
-                self.blocking(move |tables| {
-                    Ok(tables
-                        .snapshot_blocking(&table, &VersionSelector::Latest)?
-                        .snapshot
-                        .version())
-                })
-                .await?
+                self.resolve(&table, VersionSelector::Latest)
+                    .await?
+                    .snapshot
+                    .version()
             }
         };
         let mut response = Response::new(empty_body());
@@ -124,10 +121,7 @@ impl DeltaRoutes {
             (None, None) => VersionSelector::Latest,
         };
         let capabilities = capabilities(request.headers);
-        let table = request.table.clone();
-        let snapshot = self
-            .blocking(move |tables| tables.snapshot_blocking(&table, &selector))
-            .await?;
+        let snapshot = self.resolve(request.table, selector).await?;
         let format = choose_format(&capabilities, &snapshot.needs)?;
         let mut body = String::new();
         body.push_str(&protocol_line(format, &snapshot).to_string());
@@ -166,11 +160,8 @@ impl DeltaRoutes {
             Some(value) => Some(FileIdHash::parse_header(value.to_str().unwrap_or(""))?),
             None => None,
         };
-        let table = request.table.clone();
         let history_shared = request.table.history_shared;
-        let snapshot = self
-            .blocking(move |tables| tables.snapshot_blocking(&table, &selector))
-            .await?;
+        let snapshot = self.resolve(request.table, selector).await?;
         let format = choose_format(&capabilities, &snapshot.needs)?;
         let id_hash = id_hash_header.unwrap_or(FileIdHash::default_for(format));
         let version = snapshot.snapshot.version();
@@ -212,6 +203,23 @@ impl DeltaRoutes {
             set_header(&mut response, "fileidhash", id_hash.header_value());
         }
         Ok(response)
+    }
+
+    /// The snapshot a request asks for: the latest from the fast path when it is still
+    /// current, otherwise from the replay pool.
+    pub(crate) async fn resolve(
+        &self,
+        table: &Table,
+        selector: VersionSelector,
+    ) -> Result<TableSnapshot> {
+        if selector == VersionSelector::Latest {
+            if let Some(current) = self.tables.latest_if_current(table).await {
+                return Ok(current);
+            }
+        }
+        let table = table.clone();
+        self.blocking(move |tables| tables.snapshot_blocking(&table, &selector))
+            .await
     }
 
     async fn blocking<T: Send + 'static>(
