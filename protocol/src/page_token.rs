@@ -1,6 +1,6 @@
-//! Opaque, tamper-evident page tokens for the list routes.
+//! Opaque, tamper-evident tokens (`seal`/`open`), and the page tokens of the list routes.
 //!
-//! A token is `base64url(json) "." base64url(hmac)`, keyed with the node secret. It names
+//! A token is `base64url(json) "." base64url(hmac)`, keyed with the node secret. A page token names
 //! what it pages (kind, share id, schema) and the last item returned, never the page size,
 //! so a client may change `maxResults` between pages. A token whose MAC fails, that does not
 //! decode, or that belongs to another listing is refused with 400.
@@ -31,8 +31,9 @@ pub struct PagePosition {
     pub after: String,
 }
 
-pub fn encode_page_token(secret: &[u8], position: &PagePosition) -> String {
-    let payload = serde_json::to_vec(position).unwrap_or_default();
+/// Seals `value` into a token only the holder of `secret` can have made.
+pub fn seal<T: Serialize>(secret: &[u8], value: &T) -> String {
+    let payload = serde_json::to_vec(value).unwrap_or_default();
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
     let tag = hmac::sign(&key, &payload);
     format!(
@@ -42,23 +43,33 @@ pub fn encode_page_token(secret: &[u8], position: &PagePosition) -> String {
     )
 }
 
+/// Opens a token made by `seal` with the same secret; `None` when forged, truncated or
+/// not a `T`.
+pub fn open<T: for<'de> Deserialize<'de>>(secret: &[u8], token: &str) -> Option<T> {
+    let (payload, tag) = token.split_once('.')?;
+    let payload = URL_SAFE_NO_PAD.decode(payload).ok()?;
+    let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
+    let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
+    let full = hmac::sign(&key, &payload);
+    let authentic = tag.len() == MAC_BYTES
+        && bool::from(subtle::ConstantTimeEq::ct_eq(
+            &full.as_ref()[..MAC_BYTES],
+            &tag[..],
+        ));
+    if !authentic {
+        return None;
+    }
+    serde_json::from_slice(&payload).ok()
+}
+
+pub fn encode_page_token(secret: &[u8], position: &PagePosition) -> String {
+    seal(secret, position)
+}
+
 /// Decodes a token and checks that it belongs to `expected` (kind, share, schema).
 pub fn decode_page_token(secret: &[u8], token: &str, expected: &PagePosition) -> Result<String> {
     let invalid = || SharingError::invalid("invalid 'nextPageToken'");
-    let (payload, tag) = token.split_once('.').ok_or_else(invalid)?;
-    let payload = URL_SAFE_NO_PAD.decode(payload).map_err(|_| invalid())?;
-    let tag = URL_SAFE_NO_PAD.decode(tag).map_err(|_| invalid())?;
-    let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
-    let full = hmac::sign(&key, &payload);
-    if tag.len() != MAC_BYTES
-        || !bool::from(subtle::ConstantTimeEq::ct_eq(
-            &full.as_ref()[..MAC_BYTES],
-            &tag[..],
-        ))
-    {
-        return Err(invalid());
-    }
-    let position: PagePosition = serde_json::from_slice(&payload).map_err(|_| invalid())?;
+    let position: PagePosition = open(secret, token).ok_or_else(invalid)?;
     if position.kind != expected.kind
         || position.share_id != expected.share_id
         || position.schema_key != expected.schema_key

@@ -124,7 +124,7 @@ async fn sharing_service(
         .map_err(|error| anyhow::anyhow!("{}", error.message))?;
     let sharing = Arc::new(SharingService::new(
         catalog.clone(),
-        DeltaRoutes::new(tables, presigner),
+        DeltaRoutes::new(tables, presigner, catalog.snapshot().secret().to_vec()),
     ));
     let admin = Arc::new(AdminApi::new(catalog.clone(), sharing_config));
     let shared_files = catalog.clone();

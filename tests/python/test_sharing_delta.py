@@ -548,3 +548,57 @@ def test_presigned_urls_name_one_object_for_a_while(lakeshare_server, tmp_path):
     # Expired: refused.
     time.sleep(4)
     assert requests.get(url, timeout=30).status_code == 403
+
+
+def test_refresh_tokens_and_end_of_stream(node, tmp_path):
+    import pandas as pd
+    from deltalake import write_deltalake
+
+    server, cli = node
+    options = server.storage_options()
+    for table in ("r1", "r2"):
+        write_deltalake(f"s3://lake/{table}/", pd.DataFrame({"n": [1, 2]}), storage_options=options)
+    profile = share_tables(cli, tmp_path, "refresh", {"r1": "r1/", "r2": "r2/"})
+    endpoint, headers = bearer(profile)
+    table = f"{endpoint}/shares/refresh/schemas/s/tables/r1/query"
+
+    first = requests.post(table, headers=headers, json={"includeRefreshToken": True}, timeout=30)
+    lines = [json.loads(line) for line in first.text.splitlines()]
+    end = lines[-1]["endStreamAction"]
+    files = [line["file"] for line in lines[2:-1]]
+    assert end["refreshToken"] and end["minUrlExpirationTimestamp"] == min(
+        f["expirationTimestamp"] for f in files)
+    assert "includeendstreamaction" not in first.headers["delta-sharing-capabilities"]
+
+    write_deltalake("s3://lake/r1/", pd.DataFrame({"n": [3]}), mode="append",
+                    storage_options=options)
+    refreshed = requests.post(table, headers=headers, timeout=30, json={
+        "refreshToken": end["refreshToken"], "includeRefreshToken": True})
+    assert refreshed.status_code == 200, refreshed.text
+    assert refreshed.headers["delta-table-version"] == first.headers["delta-table-version"]
+    again = [json.loads(line) for line in refreshed.text.splitlines()]
+    assert sorted(f["file"]["id"] for f in again[2:-1]) == sorted(f["id"] for f in files)
+    assert again[-1]["endStreamAction"]["refreshToken"]
+    latest = requests.post(table, headers=headers, json={}, timeout=30)
+    assert latest.headers["delta-table-version"] == "1" and len(latest.text.splitlines()) == 4
+
+    def refused(token, text):
+        response = requests.post(table, headers=headers, json={"refreshToken": token}, timeout=30)
+        assert response.status_code == 400 and text in response.json()["message"], response.text
+
+    refused(end["refreshToken"][:-3], "Error decoding refresh token")
+    other = requests.post(f"{endpoint}/shares/refresh/schemas/s/tables/r2/query", headers=headers,
+                          json={"includeRefreshToken": True}, timeout=30)
+    other_token = json.loads(other.text.splitlines()[-1])["endStreamAction"]["refreshToken"]
+    refused(other_token, "does not match the table being queried")
+    versioned = requests.post(table, headers=headers,
+                              json={"version": 0, "includeRefreshToken": True}, timeout=30)
+    assert versioned.status_code == 400
+    assert "cannot be used when querying a specific version" in versioned.json()["message"]
+
+    asked = {**headers, "delta-sharing-capabilities": "responseformat=parquet;includeendstreamaction=true"}
+    ended = requests.post(table, headers=asked, json={}, timeout=30)
+    assert ended.headers["delta-sharing-capabilities"] == (
+        "responseformat=parquet;includeendstreamaction=true")
+    last = json.loads(ended.text.splitlines()[-1])["endStreamAction"]
+    assert "refreshToken" not in last and last["minUrlExpirationTimestamp"] > 0

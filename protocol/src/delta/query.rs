@@ -19,7 +19,9 @@ use crate::body::{empty_body, full_body, ResponseBody};
 use crate::capabilities::{choose_format, Capabilities, ResponseFormat, CAPABILITIES_HEADER};
 use crate::catalog::Table;
 use crate::delta::files::for_each_active_file;
-use crate::delta::lines::{metadata_line, protocol_line, FileIdHash, FileLineContext};
+use crate::delta::lines::{
+    end_stream_line, metadata_line, protocol_line, FileIdHash, FileLineContext,
+};
 use crate::delta::{DeltaTables, TableSnapshot, VersionSelector};
 use crate::error::{Result, SharingError};
 use crate::predicate::{
@@ -66,11 +68,33 @@ impl TableRequest<'_> {
 pub struct DeltaRoutes {
     pub(crate) tables: Arc<DeltaTables>,
     pub(crate) presigner: Arc<Presigner>,
+    /// Keys refresh tokens.
+    token_secret: Vec<u8>,
+}
+
+/// How long a refresh token can be used (the reference server's TTL).
+pub const REFRESH_TOKEN_SECONDS: i64 = 3600;
+
+/// What a refresh token pins: the table and the snapshot version of the first query.
+#[derive(Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct RefreshPosition {
+    #[serde(rename = "t")]
+    table_id: String,
+    #[serde(rename = "v")]
+    version: u64,
+    /// Expiry, ms since the epoch.
+    #[serde(rename = "e")]
+    expires_ms: i64,
 }
 
 impl DeltaRoutes {
-    pub fn new(tables: Arc<DeltaTables>, presigner: Arc<Presigner>) -> Self {
-        DeltaRoutes { tables, presigner }
+    /// `token_secret` keys refresh tokens (the node secret).
+    pub fn new(tables: Arc<DeltaTables>, presigner: Arc<Presigner>, token_secret: Vec<u8>) -> Self {
+        DeltaRoutes {
+            tables,
+            presigner,
+            token_secret,
+        }
     }
 
     /// `GET .../version` (and the legacy `HEAD` on the table).
@@ -84,12 +108,11 @@ impl DeltaRoutes {
                 self.blocking(move |tables| tables.version_at_or_after_blocking(&table, timestamp))
                     .await?
             }
-            None => {
-                self.resolve(&table, VersionSelector::Latest)
-                    .await?
-                    .snapshot
-                    .version()
-            }
+            None => self
+                .resolve(&table, VersionSelector::Latest)
+                .await?
+                .snapshot
+                .version(),
         };
         let mut response = Response::new(empty_body());
         set_header(&mut response, TABLE_VERSION_HEADER, &version.to_string());
@@ -161,11 +184,21 @@ impl DeltaRoutes {
             None => None,
         };
         let history_shared = request.table.history_shared;
-        let snapshot = self.resolve(request.table, selector).await?;
+        let snapshot_selector = match &query.refresh_token {
+            Some(token) => VersionSelector::Version(self.open_refresh_token(token, request.table)?),
+            None => selector,
+        };
+        let snapshot = self.resolve(request.table, snapshot_selector).await?;
         let format = choose_format(&capabilities, &snapshot.needs)?;
         let id_hash = id_hash_header.unwrap_or(FileIdHash::default_for(format));
         let version = snapshot.snapshot.version();
         let line_version = (selector != VersionSelector::Latest).then_some(version);
+        let refresh_token = (query.include_refresh_token || query.refresh_token.is_some())
+            .then(|| self.refresh_token(request.table, version));
+        let end_stream = EndStream {
+            wanted: capabilities.include_end_stream_action || refresh_token.is_some(),
+            refresh_token,
+        };
 
         let (sender, mut receiver) =
             tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(CHUNKS_IN_FLIGHT_MAX);
@@ -186,6 +219,7 @@ impl DeltaRoutes {
                 line_version,
                 &query,
                 head,
+                &end_stream,
                 &sender,
             );
             if let Err(error) = result {
@@ -198,11 +232,44 @@ impl DeltaRoutes {
             chunk.map(http_body::Frame::data)
         }))
         .boxed();
-        let mut response = ndjson_response(body, version, format, false);
+        let mut response = ndjson_response(
+            body,
+            version,
+            format,
+            capabilities.include_end_stream_action,
+        );
         if let Some(id_hash) = id_hash_header {
             set_header(&mut response, "fileidhash", id_hash.header_value());
         }
         Ok(response)
+    }
+
+    fn refresh_token(&self, table: &Table, version: u64) -> String {
+        let expires_ms =
+            (OffsetDateTime::now_utc().unix_timestamp() + REFRESH_TOKEN_SECONDS) * 1000;
+        let position = RefreshPosition {
+            table_id: table.id.clone(),
+            version,
+            expires_ms,
+        };
+        crate::page_token::seal(&self.token_secret, &position)
+    }
+
+    /// The version a refresh token pins, after the reference server's checks.
+    fn open_refresh_token(&self, token: &str, table: &Table) -> Result<u64> {
+        let position: RefreshPosition = crate::page_token::open(&self.token_secret, token)
+            .ok_or_else(|| SharingError::invalid("Error decoding refresh token"))?;
+        if position.table_id != table.id {
+            return Err(SharingError::invalid(
+                "The table specified in the refresh token does not match the table being queried.",
+            ));
+        }
+        if position.expires_ms <= OffsetDateTime::now_utc().unix_timestamp() * 1000 {
+            return Err(SharingError::invalid(
+                "The refresh token has expired. Please restart the query.",
+            ));
+        }
+        Ok(position.version)
     }
 
     /// The snapshot a request asks for: the latest from the fast path when it is still
@@ -244,9 +311,11 @@ fn stream_files(
     line_version: Option<u64>,
     query: &QueryRequest,
     head: String,
+    end_stream: &EndStream,
     sender: &tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
 ) -> Result<()> {
     let engine = tables.engine(&snapshot.bucket);
+    let mut min_expiration_ms: Option<i64> = None;
     let context = FileLineContext::new(format, snapshot, presigner, id_hash, line_version)?;
     let predicate = query
         .json_predicate_hints
@@ -285,7 +354,9 @@ fn stream_files(
             }
         }
         match context.file_line(file) {
-            Ok((line, _)) => {
+            Ok((line, expiration_ms)) => {
+                min_expiration_ms =
+                    Some(min_expiration_ms.map_or(expiration_ms, |m| m.min(expiration_ms)));
                 let _ = serde_json::to_writer((&mut chunk).writer(), &line);
                 chunk.put_u8(b'\n');
             }
@@ -303,10 +374,24 @@ fn stream_files(
     if let Some(error) = failure {
         return Err(error);
     }
-    if !closed && !chunk.is_empty() {
+    if closed {
+        return Ok(());
+    }
+    if end_stream.wanted {
+        let line = end_stream_line(None, end_stream.refresh_token.as_deref(), min_expiration_ms);
+        let _ = serde_json::to_writer((&mut chunk).writer(), &line);
+        chunk.put_u8(b'\n');
+    }
+    if !chunk.is_empty() {
         let _ = sender.blocking_send(Ok(chunk.freeze()));
     }
     Ok(())
+}
+
+/// Whether a query ends with an `endStreamAction` line, and what it carries.
+struct EndStream {
+    wanted: bool,
+    refresh_token: Option<String>,
 }
 
 /// The body of `POST .../query`, parsed leniently like the reference server (numbers may be
