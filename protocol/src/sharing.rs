@@ -113,6 +113,15 @@ impl SharingService {
                 let share = granted_share(&authorized, share)?;
                 let schema = granted_schema(share, schema)?;
                 let table = granted_table(share, schema, table)?.clone();
+                if table.source_type != crate::catalog::SourceType::Delta {
+                    return Err(SharingError::new(
+                        ErrorKind::Unsupported,
+                        format!(
+                            "table '{}' is a {:?} table; this node serves only Delta tables so far",
+                            table.name, table.source_type
+                        ),
+                    ));
+                }
                 let request_parts = TableRequest {
                     share: &share.name,
                     schema: &schema.name,

@@ -305,3 +305,33 @@ def test_bad_input_is_refused_and_nothing_is_stored(node):
     assert unknown.returncode == 1 and "nosuchalias" in unknown.stderr
     usage = cli.run("table", "share", "create", check=False)
     assert usage.returncode == 2
+
+
+def test_update_adds_and_removes_tables(node):
+    server, cli = node
+    server.s3_client().create_bucket(Bucket="lake")
+    cli.run("table", "share", "create", "local/grow", "HR", "employees:delta:lake:employees/")
+    token = cli.json("table", "share", "token", "create", "local/grow")["token"]
+    before = cli.json("table", "share", "info", "local/grow")["share"]
+    employees_id = before["schemas"][0]["tables"][0]["id"]
+    cli.run("table", "share", "update", "local/grow",
+            "--add", "HR:sales:delta:lake:sales/", "--add", "Finance:ledger:delta:lake:ledger/",
+            "--description", "grown")
+    tables = bearer_get(server, token, "/shares/grow/all-tables").json()["items"]
+    assert sorted((t["schema"], t["name"]) for t in tables) == [
+        ("Finance", "ledger"), ("HR", "employees"), ("HR", "sales")]
+    assert next(t["id"] for t in tables if t["name"] == "employees") == employees_id
+    info = cli.json("table", "share", "info", "local/grow")["share"]
+    assert info["description"] == "grown"
+    cli.run("table", "share", "update", "local/grow", "--remove", "HR/employees,Finance/ledger")
+    tables = bearer_get(server, token, "/shares/grow/all-tables").json()["items"]
+    assert [(t["schema"], t["name"]) for t in tables] == [("HR", "sales")]
+    assert bearer_get(server, token, "/shares/grow/schemas/Finance/tables").status_code == 404
+    missing = cli.run("table", "share", "update", "local/grow", "--remove", "HR/nope", check=False)
+    assert missing.returncode == 1 and "not in the share" in missing.stderr
+    bad = cli.run("table", "share", "update", "local/grow", "--add", "sales:delta:lake", check=False)
+    assert bad.returncode == 2
+    nothing = cli.run("table", "share", "update", "local/grow", check=False)
+    assert nothing.returncode == 2
+    help_text = cli.run("table", "share", "create", "--help").stdout
+    assert "Example" in help_text and "NAME:delta:BUCKET:PATH/" in help_text
