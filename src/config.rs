@@ -47,7 +47,13 @@ pub struct RawConfig {
     /// Lifetime of presigned file URLs in Delta Sharing answers: `Ns`, `Nm`, `Nh` or `Nd`.
     #[arg(long, env = "LAKESHARE_PRESIGN_EXPIRY", default_value = PRESIGN_EXPIRY_DEFAULT)]
     pub presign_expiry: String,
+    /// Memory for cached active-file lists of shared tables, e.g. `512MiB`, `2GiB`.
+    #[arg(long, env = "LAKESHARE_CACHE_SIZE", default_value = CACHE_SIZE_DEFAULT)]
+    pub cache_size: String,
 }
+
+/// Default budget of the table caches.
+pub const CACHE_SIZE_DEFAULT: &str = "1GiB";
 
 /// Default lifetime of presigned URLs (clients refresh 15 minutes before expiry).
 pub const PRESIGN_EXPIRY_DEFAULT: &str = "1h";
@@ -68,6 +74,7 @@ pub struct Config {
     /// The credentials are the built-in defaults (warn loudly).
     pub credentials_defaulted: bool,
     pub presign_expiry_seconds: u64,
+    pub cache_bytes: u64,
     /// Base URL written into profiles and presigned URLs; `None`: the listening address.
     pub sharing_endpoint: Option<String>,
 }
@@ -123,6 +130,13 @@ impl Config {
                 ));
                 0
             });
+        let cache_bytes = parse_bytes(&raw.cache_size).unwrap_or_else(|| {
+            errors.push(format!(
+                "--cache-size {:?}: expected a size such as 512MiB or 2GiB",
+                raw.cache_size
+            ));
+            0
+        });
         let sharing_endpoint = SHARING_ENDPOINT_ENV
             .iter()
             .find_map(|name| env(name).filter(|value| !value.trim().is_empty()));
@@ -147,11 +161,35 @@ impl Config {
                 credentials,
                 credentials_defaulted,
                 presign_expiry_seconds,
+                cache_bytes,
                 sharing_endpoint,
             }),
             _ => Err(errors),
         }
     }
+}
+
+/// `1048576`, `64KiB`, `512MiB`, `2GiB`, `1TiB` (also `KB`/`MB`/`GB` as powers of 1000) →
+/// bytes.
+pub fn parse_bytes(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let digits_end = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let number: u64 = text[..digits_end].parse().ok()?;
+    let multiplier: u64 = match text[digits_end..].trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kib" | "k" => 1 << 10,
+        "mib" | "m" => 1 << 20,
+        "gib" | "g" => 1 << 30,
+        "tib" | "t" => 1 << 40,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        _ => return None,
+    };
+    number.checked_mul(multiplier)
 }
 
 /// `90s`, `30m`, `1h`, `7d` (or plain seconds) → seconds.
@@ -266,6 +304,20 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
+    #[test]
+    fn sizes_parse_with_binary_and_decimal_units() {
+        assert_eq!(parse_bytes("512MiB"), Some(512 << 20));
+        assert_eq!(parse_bytes(" 2 GiB "), Some(2 << 30));
+        assert_eq!(parse_bytes("3mb"), Some(3_000_000));
+        assert_eq!(parse_bytes("4096"), Some(4096));
+        assert_eq!(parse_bytes("1.5GiB"), None);
+        assert_eq!(parse_bytes("lots"), None);
+        let mut bad = raw(&[]);
+        bad.cache_size = "-1".into();
+        let errors = Config::from_raw(bad, &env_of(&[])).unwrap_err();
+        assert!(errors.iter().any(|error| error.contains("--cache-size")));
+    }
+
     fn env_of(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         let map: HashMap<String, String> = vars
             .iter()
@@ -280,6 +332,7 @@ mod tests {
             address: ADDRESS_DEFAULT.to_owned(),
             io: "auto".to_owned(),
             presign_expiry: PRESIGN_EXPIRY_DEFAULT.to_owned(),
+            cache_size: CACHE_SIZE_DEFAULT.to_owned(),
             ..RawConfig::default()
         }
     }
@@ -288,6 +341,7 @@ mod tests {
     fn defaults() {
         let config = Config::from_raw(raw(&[]), &env_of(&[])).unwrap();
         assert_eq!(config.drives, vec![PathBuf::from(DRIVE_DEFAULT)]);
+        assert_eq!(config.cache_bytes, 1 << 30);
         assert_eq!(config.address, "0.0.0.0:9000".parse().unwrap());
         assert!(config.threads >= 1);
         assert_eq!(config.io, IoChoice::Auto);

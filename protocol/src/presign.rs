@@ -8,6 +8,7 @@
 //! Invariant: the signature covers the method, host, path and expiry, so a URL works only for
 //! the object it names and only until it expires.
 
+use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::sync::Mutex;
 
@@ -79,15 +80,16 @@ impl Presigner {
 
     /// A GET URL for `bucket/key`, valid from `now` for the configured lifetime.
     pub fn presign_get(&self, bucket: &str, key: &str, now: OffsetDateTime) -> PresignedUrl {
-        let mut path = String::with_capacity(bucket.len() + key.len() + 16);
-        path.push('/');
-        uri_encode_into(&mut path, bucket, false);
-        path.push('/');
-        uri_encode_into(&mut path, key, false);
-        self.presign_path(&path, now)
+        let mut url = String::new();
+        let expiration_timestamp_ms = self.batch(now).write_get_url(bucket, key, &mut url);
+        PresignedUrl {
+            url,
+            expiration_timestamp_ms,
+        }
     }
 
-    fn presign_path(&self, canonical_path: &str, now: OffsetDateTime) -> PresignedUrl {
+    /// Everything the URLs signed at `now` share, computed once for a whole response.
+    pub fn batch(&self, now: OffsetDateTime) -> PresignBatch<'_> {
         let date = format!(
             "{:04}{:02}{:02}",
             now.year(),
@@ -112,46 +114,103 @@ impl Presigner {
              &X-Amz-Expires={}&X-Amz-SignedHeaders=host",
             self.expiry_seconds
         );
-        let canonical_request = format!(
-            "GET\n{canonical_path}\n{query}\nhost:{}\n\nhost\nUNSIGNED-PAYLOAD",
-            self.host
-        );
-        let request_digest =
-            ring::digest::digest(&ring::digest::SHA256, canonical_request.as_bytes());
-        let string_to_sign = format!(
-            "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
-            hex::encode(request_digest.as_ref())
-        );
-        let signature = self.with_day_key(&date, |key| hmac::sign(key, string_to_sign.as_bytes()));
-        let url = format!(
-            "{}://{}{canonical_path}?{query}&X-Amz-Signature={}",
-            self.scheme,
-            self.host,
-            hex::encode(signature.as_ref())
-        );
-        PresignedUrl {
-            url,
+        PresignBatch {
+            presigner: self,
+            signing_key: self.day_key(&date),
+            string_to_sign_head: format!("AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n"),
+            query,
             expiration_timestamp_ms: (now.unix_timestamp() + self.expiry_seconds as i64) * 1000,
+            canonical_request: RefCell::new(String::new()),
         }
     }
 
-    fn with_day_key<T>(&self, date: &str, use_key: impl FnOnce(&hmac::Key) -> T) -> T {
+    fn day_key(&self, date: &str) -> hmac::Key {
         let mut cached = match self.day_key.lock() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
         };
-        if cached.as_ref().is_none_or(|(day, _)| day != date) {
-            *cached = Some((
-                date.to_string(),
-                signing_key(&self.credential.secret_key, date),
-            ));
-        }
         match cached.as_ref() {
-            Some((_, key)) => use_key(key),
-            None => use_key(&signing_key(&self.credential.secret_key, date)),
+            Some((day, key)) if day == date => key.clone(),
+            _ => {
+                let key = signing_key(&self.credential.secret_key, date);
+                *cached = Some((date.to_string(), key.clone()));
+                key
+            }
         }
     }
 }
+
+/// Signs many URLs at one instant: per URL, one SHA-256 and one HMAC over short strings.
+pub struct PresignBatch<'a> {
+    presigner: &'a Presigner,
+    signing_key: hmac::Key,
+    /// `AWS4-HMAC-SHA256\n<date>\n<scope>\n`.
+    string_to_sign_head: String,
+    /// The query string without the signature.
+    query: String,
+    expiration_timestamp_ms: i64,
+    canonical_request: RefCell<String>,
+}
+
+impl PresignBatch<'_> {
+    pub fn expiration_timestamp_ms(&self) -> i64 {
+        self.expiration_timestamp_ms
+    }
+
+    /// Appends the presigned GET URL of `bucket/key` to `out`; returns its expiry (ms).
+    pub fn write_get_url(&self, bucket: &str, key: &str, out: &mut String) -> i64 {
+        let presigner = self.presigner;
+        out.push_str(&presigner.scheme);
+        out.push_str("://");
+        out.push_str(&presigner.host);
+        let path_start = out.len();
+        out.push('/');
+        uri_encode_into(out, bucket, false);
+        out.push('/');
+        uri_encode_into(out, key, false);
+        self.append_query(out, path_start)
+    }
+
+    /// Appends the query with the signature of the canonical path `out[path_start..]`.
+    fn append_query(&self, out: &mut String, path_start: usize) -> i64 {
+        let signature = self.sign_path(&out[path_start..]);
+        out.push('?');
+        out.push_str(&self.query);
+        out.push_str("&X-Amz-Signature=");
+        let mut hex_digits = [0u8; 64];
+        for (pair, byte) in hex_digits.chunks_exact_mut(2).zip(signature.as_ref()) {
+            pair[0] = HEX_DIGITS[usize::from(byte >> 4)];
+            pair[1] = HEX_DIGITS[usize::from(byte & 0x0f)];
+        }
+        out.push_str(std::str::from_utf8(&hex_digits).unwrap_or_default());
+        self.expiration_timestamp_ms
+    }
+
+    fn sign_path(&self, canonical_path: &str) -> hmac::Tag {
+        let mut canonical_request = self.canonical_request.borrow_mut();
+        canonical_request.clear();
+        canonical_request.push_str("GET\n");
+        canonical_request.push_str(canonical_path);
+        canonical_request.push('\n');
+        canonical_request.push_str(&self.query);
+        canonical_request.push_str("\nhost:");
+        canonical_request.push_str(&self.presigner.host);
+        canonical_request.push_str("\n\nhost\nUNSIGNED-PAYLOAD");
+        let request_digest =
+            ring::digest::digest(&ring::digest::SHA256, canonical_request.as_bytes());
+        let mut context = hmac::Context::with_key(&self.signing_key);
+        context.update(self.string_to_sign_head.as_bytes());
+        let mut digest_hex = [0u8; 64];
+        for (pair, byte) in digest_hex.chunks_exact_mut(2).zip(request_digest.as_ref()) {
+            pair[0] = HEX_DIGITS[usize::from(byte >> 4)];
+            pair[1] = HEX_DIGITS[usize::from(byte & 0x0f)];
+        }
+        context.update(&digest_hex);
+        context.sign()
+    }
+}
+
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
 
 fn signing_key(secret_key: &str, date: &str) -> hmac::Key {
     let step = |key: &[u8], data: &str| {
@@ -195,7 +254,14 @@ mod tests {
             86_400,
         );
         let now = time::macros::datetime!(2013-05-24 00:00:00 UTC);
-        let url = presigner.presign_path("/test.txt", now);
+        let batch = presigner.batch(now);
+        let mut url = String::from("https://examplebucket.s3.amazonaws.com/test.txt");
+        let expiration_timestamp_ms =
+            batch.append_query(&mut url, "https://examplebucket.s3.amazonaws.com".len());
+        let url = PresignedUrl {
+            url,
+            expiration_timestamp_ms,
+        };
         assert!(
             url.url.ends_with(
                 "X-Amz-Signature=aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404"

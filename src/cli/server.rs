@@ -120,7 +120,7 @@ async fn sharing_service(
         public_endpoint,
         config.presign_expiry_seconds,
     ));
-    let tables = DeltaTables::new(node.clone(), REPLAY_THREADS)
+    let tables = DeltaTables::new(node.clone(), REPLAY_THREADS, config.cache_bytes)
         .map_err(|error| anyhow::anyhow!("{}", error.message))?;
     let sharing = Arc::new(SharingService::new(
         catalog.clone(),

@@ -24,6 +24,7 @@ pub mod s3;
 mod set;
 #[cfg(test)]
 mod tests;
+mod watch;
 
 pub use drives::expand_drive_args;
 pub use error::StorageError;

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,6 +30,7 @@ use crate::health::DriveHealth;
 use crate::locks::KeyLocks;
 use crate::meta::{DATA_DIR, META_FILE};
 use crate::set::ErasureSet;
+use crate::watch::FolderWatches;
 
 /// A stream of body bytes, in and out.
 pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send + Sync + 'static>>;
@@ -213,6 +215,7 @@ pub(crate) struct Inner {
     parity: usize,
     buckets: std::sync::RwLock<BTreeMap<String, OffsetDateTime>>,
     bucket_lock: tokio::sync::Mutex<()>,
+    watches: FolderWatches,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -289,6 +292,7 @@ impl Node {
             parity,
             buckets: std::sync::RwLock::new(BTreeMap::new()),
             bucket_lock: tokio::sync::Mutex::new(()),
+            watches: FolderWatches::default(),
         });
         inner.load_buckets().await;
         for set in &inner.sets {
@@ -422,7 +426,15 @@ impl Node {
         self.inner.check_bucket(bucket)?;
         validate_key(key)?;
         let set = self.inner.set_for(bucket, key);
-        set.put(bucket, key, body, options, self.inner.parity).await
+        let result = set.put(bucket, key, body, options, self.inner.parity).await;
+        self.inner.watches.touch(bucket, key);
+        result
+    }
+
+    /// A counter that grows with every put, multipart completion or delete of an object
+    /// directly inside `bucket/folder` (`folder` ends with `/`) made through this node.
+    pub fn watch_folder(&self, bucket: &str, folder: &str) -> Arc<AtomicU64> {
+        self.inner.watches.watch(bucket, folder)
     }
 
     pub async fn head_object(&self, bucket: &str, key: &str) -> Result<ObjectInfo> {
@@ -450,7 +462,9 @@ impl Node {
     pub async fn delete_object(&self, bucket: &str, key: &str) -> Result<()> {
         self.inner.check_bucket(bucket)?;
         validate_key(key)?;
-        self.inner.set_for(bucket, key).delete(bucket, key).await
+        let result = self.inner.set_for(bucket, key).delete(bucket, key).await;
+        self.inner.watches.touch(bucket, key);
+        result
     }
 
     pub async fn copy_object(
@@ -521,8 +535,11 @@ impl Node {
         self.inner.check_bucket(bucket)?;
         validate_key(key)?;
         let set = self.inner.set_for(bucket, key);
-        set.complete_multipart(bucket, key, upload_id, parts, condition)
-            .await
+        let result = set
+            .complete_multipart(bucket, key, upload_id, parts, condition)
+            .await;
+        self.inner.watches.touch(bucket, key);
+        result
     }
 
     pub async fn abort_multipart(&self, bucket: &str, key: &str, upload_id: &str) -> Result<()> {

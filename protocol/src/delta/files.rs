@@ -1,14 +1,22 @@
-//! The active files of a snapshot, read from the kernel's scan metadata (arrow batches)
-//! without building an action object per file: each row is lent to the caller as a
-//! `FileRow` of borrowed columns.
+//! The active files of a snapshot as a compact columnar list (`ActiveFiles`): the kernel's
+//! scan rows with the replay's selection applied, kept as arrow batches. Each row is lent to
+//! callers as a `FileRow` of borrowed columns; no action object is built per file.
+//!
+//! Invariant: a list's order is the order of a full log replay of its version (newest
+//! commits first, then the checkpoint). An incremental build (new commits replayed on top of
+//! the list of an older version with the same checkpoint) yields the same order, so a file's
+//! index in the list is stable for a version however the list was built; page tokens rely
+//! on it.
 
 use std::ops::ControlFlow;
 
 use delta_kernel::arrow::array::{
-    Array, AsArray, Int32Array, Int64Array, MapArray, RecordBatch, StructArray,
+    Array, AsArray, BooleanArray, Int32Array, Int64Array, MapArray, RecordBatch, StructArray,
 };
+use delta_kernel::arrow::compute::filter_record_batch;
 use delta_kernel::engine::arrow_data::ArrowEngineData;
-use delta_kernel::Engine;
+use delta_kernel::scan::ScanMetadata;
+use delta_kernel::{Engine, EngineData};
 
 use crate::delta::TableSnapshot;
 use crate::error::{Result, SharingError};
@@ -37,11 +45,125 @@ pub struct FileRow<'a> {
     pub default_row_commit_version: Option<i64>,
 }
 
-/// Calls `visit` for every active file of the snapshot, in log-replay order. Blocking.
-pub fn for_each_active_file(
+/// The active files of one table version, in replay order.
+pub struct ActiveFiles {
+    version: u64,
+    batches: Vec<RecordBatch>,
+    /// Index of each batch's first file.
+    batch_starts: Vec<usize>,
+    len: usize,
+    bytes: usize,
+}
+
+impl ActiveFiles {
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Memory held by the list's arrow buffers.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Calls `visit(index, file)` for each file from index `start` on: O(files visited).
+    pub fn visit_from(
+        &self,
+        start: usize,
+        mut visit: impl FnMut(usize, &FileRow<'_>) -> ControlFlow<()>,
+    ) -> Result<()> {
+        let first_batch = self
+            .batch_starts
+            .partition_point(|&batch_start| batch_start <= start)
+            .saturating_sub(1);
+        for (batch, &batch_start) in self
+            .batches
+            .iter()
+            .zip(&self.batch_starts)
+            .skip(first_batch)
+        {
+            let columns = ScanColumns::new(batch)?;
+            for row in start.saturating_sub(batch_start)..batch.num_rows() {
+                let Some(file) = columns.row(row) else {
+                    continue;
+                };
+                if visit(batch_start + row, &file).is_break() {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Gathers the batches of a scan into an `ActiveFiles` list until it would exceed a byte
+/// budget; past it, the scan still streams but nothing is kept.
+pub struct ActiveFilesBuilder {
+    files: ActiveFiles,
+    bytes_max: usize,
+    over_budget: bool,
+}
+
+impl ActiveFilesBuilder {
+    pub fn new(version: u64, bytes_max: usize) -> Self {
+        ActiveFilesBuilder {
+            files: ActiveFiles {
+                version,
+                batches: Vec::new(),
+                batch_starts: Vec::new(),
+                len: 0,
+                bytes: 0,
+            },
+            bytes_max,
+            over_budget: false,
+        }
+    }
+
+    /// Index the next pushed batch's first file gets.
+    pub fn next_index(&self) -> usize {
+        self.files.len
+    }
+
+    /// Adds the next batch; false once the list has outgrown the budget (nothing is kept).
+    pub fn push(&mut self, batch: RecordBatch) -> bool {
+        let rows = batch.num_rows();
+        if !self.over_budget && rows > 0 {
+            let bytes = batch.get_array_memory_size();
+            if self.files.bytes + bytes > self.bytes_max {
+                self.over_budget = true;
+                self.files.batches = Vec::new();
+                self.files.batch_starts = Vec::new();
+            } else {
+                self.files.bytes += bytes;
+                self.files.batch_starts.push(self.files.len);
+                self.files.batches.push(batch);
+            }
+        }
+        self.files.len += rows;
+        !self.over_budget
+    }
+
+    /// The list, unless it outgrew the budget.
+    pub fn finish(self) -> Option<ActiveFiles> {
+        (!self.over_budget).then_some(self.files)
+    }
+}
+
+/// Replays the log of `table` and calls `visit` with each batch of active files (selection
+/// applied). With `base` (the list of an older version of the same table), only the commits
+/// after it are read, on top of it. Blocking.
+pub fn scan_active_files(
     table: &TableSnapshot,
     engine: &dyn Engine,
-    mut visit: impl FnMut(&FileRow<'_>) -> ControlFlow<()>,
+    base: Option<&ActiveFiles>,
+    mut visit: impl FnMut(RecordBatch) -> ControlFlow<()>,
 ) -> Result<()> {
     let scan = table
         .snapshot
@@ -49,8 +171,23 @@ pub fn for_each_active_file(
         .scan_builder()
         .build()
         .map_err(|error| SharingError::internal(format!("scan: {error}")))?;
-    let batches = scan
-        .scan_metadata(engine)
+    let batches: Box<dyn Iterator<Item = delta_kernel::error::KernelResult<ScanMetadata>> + '_> =
+        match base {
+            Some(base) => {
+                let existing: Vec<Box<dyn EngineData>> = base
+                    .batches
+                    .iter()
+                    .map(|batch| {
+                        Box::new(ArrowEngineData::new(batch.clone())) as Box<dyn EngineData>
+                    })
+                    .collect();
+                scan.scan_metadata_from(engine, base.version, existing, None)
+                    .map(|batches| batches as Box<dyn Iterator<Item = _>>)
+            }
+            None => scan
+                .scan_metadata(engine)
+                .map(|batches| Box::new(batches) as Box<dyn Iterator<Item = _>>),
+        }
         .map_err(|error| SharingError::internal(format!("scan metadata: {error}")))?;
     for metadata in batches {
         let metadata =
@@ -59,20 +196,34 @@ pub fn for_each_active_file(
         let batch: RecordBatch = ArrowEngineData::try_from_engine_data(data)
             .map_err(|error| SharingError::internal(format!("scan batch: {error}")))?
             .into();
-        let columns = ScanColumns::new(&batch)?;
-        for row in 0..batch.num_rows() {
-            if !selection.get(row).copied().unwrap_or(true) {
-                continue;
-            }
-            let Some(file) = columns.row(row) else {
-                continue;
-            };
-            if visit(&file).is_break() {
-                return Ok(());
-            }
+        let selected: BooleanArray = (0..batch.num_rows())
+            .map(|row| Some(selection.get(row).copied().unwrap_or(true)))
+            .collect();
+        let batch = filter_record_batch(&batch, &selected)
+            .map_err(|error| SharingError::internal(format!("scan batch: {error}")))?;
+        if batch.num_rows() > 0 && visit(batch).is_break() {
+            return Ok(());
         }
     }
     Ok(())
+}
+
+/// Calls `visit` for each file of one scan batch.
+pub fn visit_batch(
+    batch: &RecordBatch,
+    first_index: usize,
+    mut visit: impl FnMut(usize, &FileRow<'_>) -> ControlFlow<()>,
+) -> Result<ControlFlow<()>> {
+    let columns = ScanColumns::new(batch)?;
+    for row in 0..batch.num_rows() {
+        let Some(file) = columns.row(row) else {
+            continue;
+        };
+        if visit(first_index + row, &file).is_break() {
+            return Ok(ControlFlow::Break(()));
+        }
+    }
+    Ok(ControlFlow::Continue(()))
 }
 
 /// Typed views of the scan-row columns of one batch.

@@ -10,6 +10,9 @@
 //! File ids are stable: a hash of the file's path as the log names it (MD5 for parquet,
 //! SHA-256 for delta, or as the `fileidhash` header asks).
 
+use std::cell::RefCell;
+
+use bytes::{BufMut, BytesMut};
 use md5::{Digest, Md5};
 use serde_json::{json, Map, Value};
 use time::OffsetDateTime;
@@ -19,7 +22,7 @@ use crate::capabilities::ResponseFormat;
 use crate::delta::files::{DeletionVectorRef, FileRow};
 use crate::delta::{table_url, TableSnapshot};
 use crate::error::{ErrorKind, Result, SharingError};
-use crate::presign::Presigner;
+use crate::presign::{PresignBatch, Presigner};
 
 /// How file ids are hashed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,12 +58,26 @@ impl FileIdHash {
     }
 
     pub fn file_id(self, path: &str) -> String {
-        match self {
-            FileIdHash::Md5 => hex::encode(Md5::digest(path.as_bytes())),
-            FileIdHash::Sha256 => {
-                hex::encode(ring::digest::digest(&ring::digest::SHA256, path.as_bytes()).as_ref())
+        let mut id = BytesMut::new();
+        self.write_file_id(path, &mut id);
+        String::from_utf8_lossy(&id).into_owned()
+    }
+
+    /// Appends the id of the file at `path` (lowercase hex) to `out`.
+    pub fn write_file_id(self, path: &str, out: &mut BytesMut) {
+        let mut digits = [0u8; 64];
+        let digest_len = match self {
+            FileIdHash::Md5 => {
+                hex_into(&Md5::digest(path.as_bytes()), &mut digits);
+                16
             }
-        }
+            FileIdHash::Sha256 => {
+                let digest = ring::digest::digest(&ring::digest::SHA256, path.as_bytes());
+                hex_into(digest.as_ref(), &mut digits);
+                32
+            }
+        };
+        out.put_slice(&digits[..digest_len * 2]);
     }
 }
 
@@ -127,12 +144,13 @@ pub fn metadata_line(
 pub struct FileLineContext<'a> {
     pub format: ResponseFormat,
     pub table: &'a TableSnapshot,
-    pub presigner: &'a Presigner,
     pub id_hash: FileIdHash,
-    pub now: OffsetDateTime,
     /// Set on version and timestamp queries (the file's snapshot version).
     pub version: Option<u64>,
+    presign: PresignBatch<'a>,
     table_root: Url,
+    /// Reused per line: the object key and the URL being built.
+    scratch: RefCell<(String, String)>,
 }
 
 impl<'a> FileLineContext<'a> {
@@ -146,96 +164,120 @@ impl<'a> FileLineContext<'a> {
         Ok(FileLineContext {
             format,
             table,
-            presigner,
             id_hash,
-            now: OffsetDateTime::now_utc(),
             version,
+            presign: presigner.batch(OffsetDateTime::now_utc()),
             table_root: table_url(&table.bucket, &table.location)?,
+            scratch: RefCell::new((String::new(), String::new())),
         })
     }
 
-    /// A snapshot `file` line; also returns its URL expiry (ms).
-    pub fn file_line(&self, file: &FileRow<'_>) -> Result<(Value, i64)> {
-        let url = self.presign_file(file.path)?;
-        let id = self.id_hash.file_id(file.path);
-        let partition_values: Map<String, Value> = file
-            .partition_values
-            .iter()
-            .map(|(key, value)| (key.to_string(), value.map_or(Value::Null, |v| json!(v))))
-            .collect();
-        let mut expiration = url.expiration_timestamp_ms;
-        let line = match self.format {
+    /// Appends the snapshot `file` line of `file` and a newline to `out`, written directly
+    /// (no JSON tree per file); returns the line's URL expiry (ms).
+    pub fn write_file_line(&self, file: &FileRow<'_>, out: &mut BytesMut) -> Result<i64> {
+        let deletion_vector = match (&file.deletion_vector, self.format) {
+            (None, _) => None,
+            (Some(_), ResponseFormat::Parquet) => {
+                return Err(SharingError::new(
+                    ErrorKind::Unsupported,
+                    "Deletion Vector property disabled: a file has a deletion vector and \
+                     the response format is parquet",
+                ))
+            }
+            (Some(dv), ResponseFormat::Delta) => Some(self.deletion_vector(dv)?),
+        };
+        let mut scratch = self.scratch.borrow_mut();
+        let (key, url) = &mut *scratch;
+        key.clear();
+        url.clear();
+        self.object_key_into(file.path, key)?;
+        let mut expiration = self.presign.write_get_url(&self.table.bucket, key, url);
+        if let Some((_, Some(dv_expiry))) = &deletion_vector {
+            expiration = expiration.min(*dv_expiry);
+        }
+        match self.format {
             ResponseFormat::Parquet => {
-                if file.deletion_vector.is_some() {
-                    return Err(SharingError::new(
-                        ErrorKind::Unsupported,
-                        "Deletion Vector property disabled: a file has a deletion vector and \
-                         the response format is parquet",
-                    ));
-                }
-                let mut fields = Map::new();
-                fields.insert("url".into(), json!(url.url));
-                fields.insert("id".into(), json!(id));
-                fields.insert("partitionValues".into(), Value::Object(partition_values));
-                fields.insert("size".into(), json!(file.size));
+                out.put_slice(b"{\"file\":{\"url\":\"");
+                out.put_slice(url.as_bytes());
+                out.put_slice(b"\",\"id\":\"");
+                self.id_hash.write_file_id(file.path, out);
+                out.put_slice(b"\",\"partitionValues\":");
+                write_partition_values(&file.partition_values, out);
+                put_number_field(out, b",\"size\":", file.size);
                 if let Some(stats) = file.stats {
-                    fields.insert("stats".into(), json!(stats));
+                    out.put_slice(b",\"stats\":");
+                    write_json_string(stats, out);
                 }
-                fields.insert("expirationTimestamp".into(), json!(expiration));
+                put_number_field(out, b",\"expirationTimestamp\":", expiration);
                 if let Some(version) = self.version {
-                    fields.insert("version".into(), json!(version));
+                    put_number_field(out, b",\"version\":", version);
                 }
-                json!({ "file": Value::Object(fields) })
+                out.put_slice(b"}}\n");
             }
             ResponseFormat::Delta => {
-                let mut add = Map::new();
-                add.insert("path".into(), json!(url.url));
-                add.insert("partitionValues".into(), Value::Object(partition_values));
-                add.insert("size".into(), json!(file.size));
-                add.insert("modificationTime".into(), json!(file.modification_time));
-                add.insert("dataChange".into(), json!(true));
-                if let Some(stats) = file.stats {
-                    add.insert("stats".into(), json!(stats));
+                out.put_slice(b"{\"file\":{\"id\":\"");
+                self.id_hash.write_file_id(file.path, out);
+                out.put_u8(b'"');
+                put_number_field(out, b",\"expirationTimestamp\":", expiration);
+                if let Some(version) = self.version {
+                    put_number_field(out, b",\"version\":", version);
                 }
-                if let Some(dv) = &file.deletion_vector {
-                    let (descriptor, dv_expiry) = self.deletion_vector(dv)?;
-                    if let Some(dv_expiry) = dv_expiry {
-                        expiration = expiration.min(dv_expiry);
-                    }
-                    add.insert("deletionVector".into(), descriptor);
+                out.put_slice(b",\"deltaSingleAction\":{\"add\":{\"path\":\"");
+                out.put_slice(url.as_bytes());
+                out.put_slice(b"\",\"partitionValues\":");
+                write_partition_values(&file.partition_values, out);
+                put_number_field(out, b",\"size\":", file.size);
+                put_number_field(out, b",\"modificationTime\":", file.modification_time);
+                out.put_slice(b",\"dataChange\":true");
+                if let Some(stats) = file.stats {
+                    out.put_slice(b",\"stats\":");
+                    write_json_string(stats, out);
+                }
+                if let Some((descriptor, _)) = &deletion_vector {
+                    out.put_slice(b",\"deletionVector\":");
+                    let _ = serde_json::to_writer(out.writer(), descriptor);
                 }
                 if let Some(base_row_id) = file.base_row_id {
-                    add.insert("baseRowId".into(), json!(base_row_id));
+                    put_number_field(out, b",\"baseRowId\":", base_row_id);
                 }
                 if let Some(version) = file.default_row_commit_version {
-                    add.insert("defaultRowCommitVersion".into(), json!(version));
+                    put_number_field(out, b",\"defaultRowCommitVersion\":", version);
                 }
-                let mut fields = Map::new();
-                fields.insert("id".into(), json!(id));
-                fields.insert("expirationTimestamp".into(), json!(expiration));
-                if let Some(version) = self.version {
-                    fields.insert("version".into(), json!(version));
-                }
-                fields.insert(
-                    "deltaSingleAction".into(),
-                    json!({ "add": Value::Object(add) }),
-                );
-                json!({ "file": Value::Object(fields) })
+                out.put_slice(b"}}}}\n");
             }
-        };
-        Ok((line, expiration))
+        }
+        Ok(expiration)
     }
 
     pub(crate) fn presign_file(&self, path: &str) -> Result<crate::presign::PresignedUrl> {
-        let key = self.object_key(path)?;
-        Ok(self
-            .presigner
-            .presign_get(&self.table.bucket, &key, self.now))
+        let mut key = String::new();
+        self.object_key_into(path, &mut key)?;
+        let mut url = String::new();
+        let expiration_timestamp_ms =
+            self.presign
+                .write_get_url(&self.table.bucket, &key, &mut url);
+        Ok(crate::presign::PresignedUrl {
+            url,
+            expiration_timestamp_ms,
+        })
     }
 
-    /// The object key of a path from the log (relative to the table root, or absolute in
-    /// the table's bucket).
-    fn object_key(&self, path: &str) -> Result<String> {
+    /// Appends the object key of a path from the log (relative to the table root and
+    /// URL-encoded, or absolute in the table's bucket) to `key`.
+    fn object_key_into(&self, path: &str, key: &mut String) -> Result<()> {
+        let plain_relative = !path.contains(':')
+            && !path.starts_with('/')
+            && path
+                .split('/')
+                .all(|segment| !segment.is_empty() && segment != "." && segment != "..");
+        if plain_relative {
+            let decoded = percent_encoding::percent_decode_str(path)
+                .decode_utf8()
+                .map_err(|error| SharingError::internal(format!("file path {path:?}: {error}")))?;
+            key.push_str(&self.table.location);
+            key.push_str(&decoded);
+            return Ok(());
+        }
         let url = match Url::parse(path) {
             Ok(absolute) => absolute,
             Err(_) => self
@@ -249,10 +291,11 @@ impl<'a> FileLineContext<'a> {
                 format!("file {path:?} lies outside the table's bucket and cannot be shared"),
             ));
         }
-        let key = percent_encoding::percent_decode_str(url.path().trim_start_matches('/'))
+        let decoded = percent_encoding::percent_decode_str(url.path().trim_start_matches('/'))
             .decode_utf8()
             .map_err(|error| SharingError::internal(format!("file path {path:?}: {error}")))?;
-        Ok(key.into_owned())
+        key.push_str(&decoded);
+        Ok(())
     }
 
     /// A deletion vector for the delta format: inline ones pass through, stored ones become a
@@ -292,6 +335,39 @@ impl<'a> FileLineContext<'a> {
         descriptor["pathOrInlineDv"] = json!(url.url);
         Ok((descriptor, Some(url.expiration_timestamp_ms)))
     }
+}
+
+fn hex_into(bytes: &[u8], digits: &mut [u8]) {
+    const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (pair, byte) in digits.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX_DIGITS[usize::from(byte >> 4)];
+        pair[1] = HEX_DIGITS[usize::from(byte & 0x0f)];
+    }
+}
+
+fn put_number_field(out: &mut BytesMut, name: &[u8], value: impl itoa::Integer) {
+    out.put_slice(name);
+    out.put_slice(itoa::Buffer::new().format(value).as_bytes());
+}
+
+fn write_json_string(text: &str, out: &mut BytesMut) {
+    let _ = serde_json::to_writer(out.writer(), text);
+}
+
+fn write_partition_values(values: &[(&str, Option<&str>)], out: &mut BytesMut) {
+    out.put_u8(b'{');
+    for (position, (key, value)) in values.iter().enumerate() {
+        if position > 0 {
+            out.put_u8(b',');
+        }
+        write_json_string(key, out);
+        out.put_u8(b':');
+        match value {
+            Some(value) => write_json_string(value, out),
+            None => out.put_slice(b"null"),
+        }
+    }
+    out.put_u8(b'}');
 }
 
 /// `{"endStreamAction":{...}}`.

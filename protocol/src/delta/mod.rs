@@ -5,7 +5,9 @@
 //! `delta_kernel` handlers block, so every call into it runs on the replay pool
 //! (`spawn_blocking`), never on a core thread. Snapshots are cached per table and version;
 //! the latest snapshot is refreshed incrementally (only commits after the cached version
-//! are read) on every request that asks for the latest, so a new commit is seen at once.
+//! are read) whenever the table's `_delta_log/` folder was written through this node since
+//! the latest snapshot was read (the storage node counts writes per watched folder), so a
+//! new commit is seen at once and an unchanged table costs no lookup at all.
 
 pub mod changes;
 pub mod files;
@@ -13,6 +15,8 @@ pub mod lines;
 pub mod query;
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use delta_kernel::history_manager::{first_version_after, latest_version_as_of, HistoryCommitType};
@@ -28,12 +32,17 @@ use url::Url;
 
 use crate::capabilities::TableNeeds;
 use crate::catalog::Table;
+use crate::delta::files::{
+    scan_active_files, visit_batch, ActiveFiles, ActiveFilesBuilder, FileRow,
+};
 use crate::error::{ErrorKind, Result, SharingError};
 
 pub type KernelEngine = DefaultEngine<TokioMultiThreadExecutor>;
 
 /// Snapshots kept per table and version.
 const SNAPSHOTS_CACHED_MAX: u64 = 1024;
+/// Default budget of the active-file list cache.
+pub const FILE_LISTS_BYTES_DEFAULT: u64 = 1 << 30;
 
 /// Reads shared Delta tables. One per node (`SharedDeltaTables`).
 pub struct DeltaTables {
@@ -45,7 +54,21 @@ pub struct DeltaTables {
     /// table id → newest snapshot seen.
     latest: Mutex<HashMap<String, SnapshotRef>>,
     /// table id → newest snapshot seen, described (what the latest fast path serves).
-    latest_described: Mutex<HashMap<String, TableSnapshot>>,
+    latest_described: Mutex<HashMap<String, LatestSnapshot>>,
+    /// (table root `bucket/location`, version) → its active files, weighed by bytes.
+    file_lists: moka::sync::Cache<(String, u64), Arc<ActiveFiles>>,
+    file_lists_bytes_max: u64,
+    /// table root → version of its newest cached list (the base of incremental builds).
+    newest_listed: Mutex<HashMap<String, u64>>,
+}
+
+/// The newest snapshot of a table and the write counter of its `_delta_log/` folder as it
+/// was before that snapshot was read: while the counter has not moved, it is still the latest.
+#[derive(Clone)]
+struct LatestSnapshot {
+    described: TableSnapshot,
+    log_writes: Arc<AtomicU64>,
+    log_writes_seen: u64,
 }
 
 /// A resolved snapshot with what the protocol needs to know about it.
@@ -73,7 +96,12 @@ pub enum VersionSelector {
 }
 
 impl DeltaTables {
-    pub fn new(node: Arc<Node>, replay_threads: usize) -> Result<Arc<DeltaTables>> {
+    /// `file_lists_bytes_max` bounds the memory of cached active-file lists (`--cache-size`).
+    pub fn new(
+        node: Arc<Node>,
+        replay_threads: usize,
+        file_lists_bytes_max: u64,
+    ) -> Result<Arc<DeltaTables>> {
         let executor =
             TokioMultiThreadExecutor::new_owned_runtime(Some(replay_threads.max(1)), None)
                 .map_err(|error| SharingError::internal(format!("replay pool: {error}")))?;
@@ -84,6 +112,14 @@ impl DeltaTables {
             snapshots: moka::sync::Cache::new(SNAPSHOTS_CACHED_MAX),
             latest: Mutex::new(HashMap::new()),
             latest_described: Mutex::new(HashMap::new()),
+            file_lists: moka::sync::Cache::builder()
+                .max_capacity(file_lists_bytes_max)
+                .weigher(|_, files: &Arc<ActiveFiles>| {
+                    u32::try_from(files.bytes()).unwrap_or(u32::MAX)
+                })
+                .build(),
+            file_lists_bytes_max,
+            newest_listed: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -110,27 +146,118 @@ impl DeltaTables {
             .clone()
     }
 
-    /// The cached latest snapshot of `table`, if it is still the latest: the commit after it
-    /// does not exist. One metadata lookup on the node, no log listing, no replay pool.
-    /// Delta writes every version as `_delta_log/<version>.json`, so a missing next commit
-    /// file means no newer version exists.
+    /// The cached latest snapshot of `table`, if it is still the latest. Nothing was
+    /// written into its `_delta_log/` through this node since it was read: no lookup at all.
+    /// Otherwise one metadata lookup: Delta writes every version as
+    /// `_delta_log/<version>.json`, so a missing next commit file means no newer version.
     pub async fn latest_if_current(&self, table: &Table) -> Option<TableSnapshot> {
         let (bucket, location) = table_location(table).ok()?;
-        let cached = self
+        let latest = self
             .latest_described
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .get(&table.id)
             .cloned()
-            .filter(|cached| cached.bucket == bucket && cached.location == location)?;
-        let next = format!(
-            "{location}_delta_log/{:020}.json",
-            cached.snapshot.version() + 1
-        );
+            .filter(|latest| {
+                latest.described.bucket == bucket && latest.described.location == location
+            })?;
+        let log_writes = latest.log_writes.load(Ordering::Acquire);
+        if log_writes == latest.log_writes_seen {
+            return Some(latest.described);
+        }
+        let version = latest.described.snapshot.version();
+        let next = format!("{location}_delta_log/{:020}.json", version + 1);
         match self.node.head_object(&bucket, &next).await {
-            Err(lakeshare_storage::StorageError::NoSuchKey { .. }) => Some(cached),
+            Err(lakeshare_storage::StorageError::NoSuchKey { .. }) => {
+                let mut described = self
+                    .latest_described
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                if let Some(entry) = described.get_mut(&table.id) {
+                    if entry.described.snapshot.version() == version {
+                        entry.log_writes_seen = entry.log_writes_seen.max(log_writes);
+                    }
+                }
+                Some(latest.described)
+            }
             _ => None,
         }
+    }
+
+    /// Calls `visit(index, file)` for the active files of `snapshot` from index `start` on,
+    /// until it breaks. From the cached list when there is one (O(files visited)); otherwise
+    /// the log is replayed (only the new commits, on top of the table's newest cached list,
+    /// when there is one) and the list is cached as it streams. After `visit` breaks, the
+    /// replay still completes the list for the cache, unless it outgrew the budget.
+    /// Blocking: call from the replay pool.
+    pub fn visit_active_files(
+        &self,
+        snapshot: &TableSnapshot,
+        start: usize,
+        mut visit: impl FnMut(usize, &FileRow<'_>) -> ControlFlow<()>,
+    ) -> Result<()> {
+        let root = format!("{}/{}", snapshot.bucket, snapshot.location);
+        let version = snapshot.snapshot.version();
+        if let Some(files) = self.file_lists.get(&(root.clone(), version)) {
+            return files.visit_from(start, visit);
+        }
+        let base = self.incremental_base(&root, version);
+        let engine = self.engine(&snapshot.bucket);
+        let budget = usize::try_from(self.file_lists_bytes_max).unwrap_or(usize::MAX);
+        let mut builder = ActiveFilesBuilder::new(version, budget);
+        let mut visiting = true;
+        let mut failure = None;
+        scan_active_files(snapshot, engine.as_ref(), base.as_deref(), |batch| {
+            let first_index = builder.next_index();
+            if visiting && first_index + batch.num_rows() > start {
+                let visited = visit_batch(&batch, first_index, |index, file| {
+                    if index < start {
+                        ControlFlow::Continue(())
+                    } else {
+                        visit(index, file)
+                    }
+                });
+                match visited {
+                    Ok(ControlFlow::Continue(())) => {}
+                    Ok(ControlFlow::Break(())) => visiting = false,
+                    Err(error) => {
+                        failure = Some(error);
+                        return ControlFlow::Break(());
+                    }
+                }
+            }
+            if !builder.push(batch) && !visiting {
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        })?;
+        if let Some(error) = failure {
+            return Err(error);
+        }
+        if let Some(files) = builder.finish() {
+            self.file_lists
+                .insert((root.clone(), version), Arc::new(files));
+            let mut newest = self
+                .newest_listed
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let entry = newest.entry(root).or_insert(version);
+            *entry = (*entry).max(version);
+        }
+        Ok(())
+    }
+
+    /// The newest cached list of `root` older than `version`.
+    fn incremental_base(&self, root: &str, version: u64) -> Option<Arc<ActiveFiles>> {
+        let newest = *self
+            .newest_listed
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(root)?;
+        if newest >= version {
+            return None;
+        }
+        self.file_lists.get(&(root.to_string(), newest))
     }
 
     /// Resolves a snapshot of `table`. Blocking: call from the replay pool.
@@ -142,6 +269,10 @@ impl DeltaTables {
         let (bucket, location) = table_location(table)?;
         let engine = self.engine(&bucket);
         let url = table_url(&bucket, &location)?;
+        let log_writes = self
+            .node
+            .watch_folder(&bucket, &format!("{location}_delta_log/"));
+        let log_writes_seen = log_writes.load(Ordering::Acquire);
         let latest = self.latest_blocking(&table.id, &url, engine.as_ref())?;
         let snapshot = match selector {
             VersionSelector::Latest => latest,
@@ -164,7 +295,14 @@ impl DeltaTables {
             self.latest_described
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .insert(table.id.clone(), described.clone());
+                .insert(
+                    table.id.clone(),
+                    LatestSnapshot {
+                        described: described.clone(),
+                        log_writes,
+                        log_writes_seen,
+                    },
+                );
         }
         Ok(described)
     }

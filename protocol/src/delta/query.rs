@@ -18,7 +18,6 @@ use time::OffsetDateTime;
 use crate::body::{empty_body, full_body, ResponseBody};
 use crate::capabilities::{choose_format, Capabilities, ResponseFormat, CAPABILITIES_HEADER};
 use crate::catalog::Table;
-use crate::delta::files::for_each_active_file;
 use crate::delta::lines::{
     end_stream_line, metadata_line, protocol_line, FileIdHash, FileLineContext,
 };
@@ -184,9 +183,19 @@ impl DeltaRoutes {
             None => None,
         };
         let history_shared = request.table.history_shared;
-        let snapshot_selector = match &query.refresh_token {
-            Some(token) => VersionSelector::Version(self.open_refresh_token(token, request.table)?),
-            None => selector,
+        let parameters_checksum = query.parameters_checksum(&capabilities);
+        let page = match &query.page_token {
+            Some(token) => {
+                Some(self.open_page_token(token, request.table, &parameters_checksum)?)
+            }
+            None => None,
+        };
+        let snapshot_selector = match (&page, &query.refresh_token) {
+            (Some(page), _) => VersionSelector::Version(page.version),
+            (None, Some(token)) => {
+                VersionSelector::Version(self.open_refresh_token(token, request.table)?)
+            }
+            (None, None) => selector,
         };
         let snapshot = self.resolve(request.table, snapshot_selector).await?;
         let format = choose_format(&capabilities, &snapshot.needs)?;
@@ -196,9 +205,23 @@ impl DeltaRoutes {
         let refresh_token = (query.include_refresh_token || query.refresh_token.is_some())
             .then(|| self.refresh_token(request.table, version));
         let end_stream = EndStream {
-            wanted: capabilities.include_end_stream_action || refresh_token.is_some(),
+            wanted: capabilities.include_end_stream_action
+                || refresh_token.is_some()
+                || query.max_files.is_some(),
             refresh_token,
         };
+        let paging = query.max_files.map(|max_files| Paging {
+            page_files_max: max_files as u64,
+            table_id: request.table.id.clone(),
+            parameters_checksum,
+            token_secret: self.token_secret.clone(),
+        });
+        let start = page
+            .as_ref()
+            .map_or(PageStart::default(), |page| PageStart {
+                index: page.next_index,
+                records_so_far: page.records_so_far,
+            });
 
         let (sender, mut receiver) =
             tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(CHUNKS_IN_FLIGHT_MAX);
@@ -210,21 +233,19 @@ impl DeltaRoutes {
         let tables = self.tables.clone();
         let presigner = self.presigner.clone();
         tokio::task::spawn_blocking(move || {
-            let result = stream_files(
-                &tables,
-                &presigner,
-                &snapshot,
+            let mut out = ChunkSender::new(sender, head.as_bytes());
+            let plan = StreamPlan {
                 format,
                 id_hash,
                 line_version,
-                &query,
-                head,
-                &end_stream,
-                &sender,
-            );
+                start,
+                paging,
+                end_stream,
+            };
+            let result = stream_files(&tables, &presigner, &snapshot, &query, &plan, &mut out);
             if let Err(error) = result {
                 tracing::warn!(%error, "query stream failed");
-                let _ = sender.blocking_send(Err(std::io::Error::other(error.to_string())));
+                out.fail(error.to_string());
             }
         });
         let stream = futures::stream::poll_fn(move |context| receiver.poll_recv(context));
@@ -242,6 +263,31 @@ impl DeltaRoutes {
             set_header(&mut response, "fileidhash", id_hash.header_value());
         }
         Ok(response)
+    }
+
+    /// The position a page token names, after the reference server's checks.
+    fn open_page_token(
+        &self,
+        token: &str,
+        table: &Table,
+        parameters_checksum: &str,
+    ) -> Result<QueryPage> {
+        let page: QueryPage = crate::page_token::open(&self.token_secret, token)
+            .ok_or_else(|| SharingError::invalid("Error decoding the page token"))?;
+        if page.table_id != table.id {
+            return Err(SharingError::invalid(
+                "The table specified in the page token does not match the table being queried",
+            ));
+        }
+        if page.expires_ms <= OffsetDateTime::now_utc().unix_timestamp() * 1000 {
+            return Err(SharingError::invalid("The page token has expired"));
+        }
+        if page.parameters_checksum != parameters_checksum {
+            return Err(SharingError::invalid(
+                "Query parameter mismatch detected for the next page query",
+            ));
+        }
+        Ok(page)
     }
 
     fn refresh_token(&self, table: &Table, version: u64) -> String {
@@ -300,23 +346,148 @@ impl DeltaRoutes {
     }
 }
 
-/// Writes the head and then every file line into chunks; runs on the replay pool.
-#[allow(clippy::too_many_arguments)]
+/// Whether a query ends with an `endStreamAction` line, and what it carries.
+struct EndStream {
+    wanted: bool,
+    refresh_token: Option<String>,
+}
+
+/// How long a page token can be used (the reference server's TTL: 3 days).
+pub const PAGE_TOKEN_SECONDS: i64 = 3 * 24 * 3600;
+
+/// What a query page token pins: the table, the snapshot version of the first page, where
+/// the next page starts in the version's file list, and the request's other parameters.
+#[derive(Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct QueryPage {
+    #[serde(rename = "t")]
+    table_id: String,
+    #[serde(rename = "v")]
+    version: u64,
+    /// Index in the version's active-file list of the next page's first candidate.
+    #[serde(rename = "i")]
+    next_index: usize,
+    /// Records counted against `limitHint` by earlier pages.
+    #[serde(rename = "r")]
+    records_so_far: u64,
+    #[serde(rename = "c")]
+    parameters_checksum: String,
+    /// Expiry, ms since the epoch.
+    #[serde(rename = "e")]
+    expires_ms: i64,
+}
+
+/// Where a page starts.
+#[derive(Clone, Copy, Debug, Default)]
+struct PageStart {
+    index: usize,
+    records_so_far: u64,
+}
+
+/// Pagination of one query (`maxFiles` given).
+struct Paging {
+    page_files_max: u64,
+    table_id: String,
+    parameters_checksum: String,
+    token_secret: Vec<u8>,
+}
+
+impl Paging {
+    fn next_page_token(&self, version: u64, next_index: usize, records_so_far: u64) -> String {
+        let page = QueryPage {
+            table_id: self.table_id.clone(),
+            version,
+            next_index,
+            records_so_far,
+            parameters_checksum: self.parameters_checksum.clone(),
+            expires_ms: (OffsetDateTime::now_utc().unix_timestamp() + PAGE_TOKEN_SECONDS) * 1000,
+        };
+        crate::page_token::seal(&self.token_secret, &page)
+    }
+}
+
+/// How a query's file lines are written.
+struct StreamPlan {
+    format: ResponseFormat,
+    id_hash: FileIdHash,
+    line_version: Option<u64>,
+    start: PageStart,
+    paging: Option<Paging>,
+    end_stream: EndStream,
+}
+
+/// Response chunks on their way to the connection: lines are written into a buffer that is
+/// sent once it holds `CHUNK_BYTES`.
+struct ChunkSender {
+    chunk: BytesMut,
+    sender: Option<tokio::sync::mpsc::Sender<std::io::Result<Bytes>>>,
+}
+
+impl ChunkSender {
+    fn new(sender: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>, head: &[u8]) -> Self {
+        let mut chunk = BytesMut::with_capacity(CHUNK_BYTES * 2);
+        chunk.put_slice(head);
+        ChunkSender {
+            chunk,
+            sender: Some(sender),
+        }
+    }
+
+    fn is_open(&self) -> bool {
+        self.sender.is_some()
+    }
+
+    /// Sends the buffer once it is full; false when the client has gone.
+    fn flush_when_full(&mut self) -> bool {
+        if self.chunk.len() < CHUNK_BYTES {
+            return true;
+        }
+        let Some(sender) = &self.sender else {
+            return false;
+        };
+        if sender
+            .blocking_send(Ok(self.chunk.split().freeze()))
+            .is_err()
+        {
+            self.sender = None;
+            return false;
+        }
+        true
+    }
+
+    /// Sends what is buffered and ends the body.
+    fn finish(&mut self) {
+        if let Some(sender) = self.sender.take() {
+            if !self.chunk.is_empty() {
+                let _ = sender.blocking_send(Ok(self.chunk.split().freeze()));
+            }
+        }
+    }
+
+    /// Ends the body with an error (the connection is reset mid-stream).
+    fn fail(&mut self, message: String) {
+        if let Some(sender) = self.sender.take() {
+            let _ = sender.blocking_send(Err(std::io::Error::other(message)));
+        }
+    }
+}
+
+/// Writes the file lines of one page (or of the whole snapshot) and the end of the stream;
+/// runs on the replay pool.
 fn stream_files(
     tables: &DeltaTables,
     presigner: &Presigner,
     snapshot: &TableSnapshot,
-    format: ResponseFormat,
-    id_hash: FileIdHash,
-    line_version: Option<u64>,
     query: &QueryRequest,
-    head: String,
-    end_stream: &EndStream,
-    sender: &tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
+    plan: &StreamPlan,
+    out: &mut ChunkSender,
 ) -> Result<()> {
-    let engine = tables.engine(&snapshot.bucket);
-    let mut min_expiration_ms: Option<i64> = None;
-    let context = FileLineContext::new(format, snapshot, presigner, id_hash, line_version)?;
+    let context = FileLineContext::new(
+        plan.format,
+        snapshot,
+        presigner,
+        plan.id_hash,
+        plan.line_version,
+    )?;
     let predicate = query
         .json_predicate_hints
         .as_deref()
@@ -324,11 +495,15 @@ fn stream_files(
     let has_hints = predicate.is_some() || !query.predicate_hints.is_empty();
     let mut limit =
         LimitTracker::for_request(query.limit_hint.map(|limit| limit.max(0) as u64), has_hints);
-    let mut chunk = BytesMut::with_capacity(CHUNK_BYTES * 2);
-    chunk.put_slice(head.as_bytes());
+    if let Some(tracker) = &mut limit {
+        tracker.admit(plan.start.records_so_far);
+    }
+    let version = snapshot.snapshot.version();
+    let mut min_expiration_ms: Option<i64> = None;
+    let mut page_files: u64 = 0;
     let mut failure = None;
-    let mut closed = false;
-    for_each_active_file(snapshot, engine.as_ref(), |file| {
+    let mut next_page_token = None;
+    tables.visit_active_files(snapshot, plan.start.index, |index, file| {
         let stats = if predicate.is_some() || limit.is_some() {
             file.stats
                 .and_then(|text| serde_json::from_str::<Value>(text).ok())
@@ -344,6 +519,15 @@ fn stream_files(
                 return ControlFlow::Continue(());
             }
         }
+        if let Some(paging) = &plan.paging {
+            if page_files == paging.page_files_max {
+                let records = limit.as_ref().map_or(0, LimitTracker::records_so_far);
+                if limit.as_ref().is_none_or(|tracker| !tracker.is_reached()) {
+                    next_page_token = Some(paging.next_page_token(version, index, records));
+                }
+                return ControlFlow::Break(());
+            }
+        }
         if let Some(tracker) = &mut limit {
             let cardinality = file
                 .deletion_vector
@@ -353,45 +537,40 @@ fn stream_files(
                 return ControlFlow::Break(());
             }
         }
-        match context.file_line(file) {
-            Ok((line, expiration_ms)) => {
+        match context.write_file_line(file, &mut out.chunk) {
+            Ok(expiration_ms) => {
                 min_expiration_ms =
                     Some(min_expiration_ms.map_or(expiration_ms, |m| m.min(expiration_ms)));
-                let _ = serde_json::to_writer((&mut chunk).writer(), &line);
-                chunk.put_u8(b'\n');
             }
             Err(error) => {
                 failure = Some(error);
                 return ControlFlow::Break(());
             }
         }
-        if chunk.len() >= CHUNK_BYTES && sender.blocking_send(Ok(chunk.split().freeze())).is_err() {
-            closed = true;
-            return ControlFlow::Break(());
+        page_files += 1;
+        if out.flush_when_full() {
+            ControlFlow::Continue(())
+        } else {
+            ControlFlow::Break(())
         }
-        ControlFlow::Continue(())
     })?;
     if let Some(error) = failure {
         return Err(error);
     }
-    if closed {
+    if !out.is_open() {
         return Ok(());
     }
-    if end_stream.wanted {
-        let line = end_stream_line(None, end_stream.refresh_token.as_deref(), min_expiration_ms);
-        let _ = serde_json::to_writer((&mut chunk).writer(), &line);
-        chunk.put_u8(b'\n');
+    if plan.end_stream.wanted {
+        let line = end_stream_line(
+            next_page_token.as_deref(),
+            plan.end_stream.refresh_token.as_deref(),
+            min_expiration_ms,
+        );
+        let _ = serde_json::to_writer((&mut out.chunk).writer(), &line);
+        out.chunk.put_u8(b'\n');
     }
-    if !chunk.is_empty() {
-        let _ = sender.blocking_send(Ok(chunk.freeze()));
-    }
+    out.finish();
     Ok(())
-}
-
-/// Whether a query ends with an `endStreamAction` line, and what it carries.
-struct EndStream {
-    wanted: bool,
-    refresh_token: Option<String>,
 }
 
 /// The body of `POST .../query`, parsed leniently like the reference server (numbers may be
@@ -462,6 +641,24 @@ impl QueryRequest {
             }
         }
         Ok(request)
+    }
+
+    /// A digest of the parameters every page of a query must repeat (everything but
+    /// `maxFiles`, `pageToken` and the refresh and idempotency fields), and the response
+    /// format the client accepts.
+    fn parameters_checksum(&self, capabilities: &Capabilities) -> String {
+        let parameters = serde_json::json!([
+            self.predicate_hints,
+            self.json_predicate_hints,
+            self.limit_hint,
+            self.version,
+            self.timestamp,
+            self.starting_version,
+            self.ending_version,
+            format!("{capabilities:?}"),
+        ]);
+        let digest = ring::digest::digest(&ring::digest::SHA256, parameters.to_string().as_bytes());
+        hex::encode(&digest.as_ref()[..16])
     }
 
     /// The snapshot asked for, after the reference server's parameter checks.
