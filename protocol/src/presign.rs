@@ -9,7 +9,6 @@
 //! the object it names and only until it expires.
 
 use std::cell::RefCell;
-use std::fmt::Write as _;
 use std::sync::Mutex;
 
 use ring::hmac;
@@ -224,18 +223,27 @@ fn signing_key(secret_key: &str, date: &str) -> hmac::Key {
 }
 
 /// SigV4 URI encoding: unreserved characters stay, everything else is `%XX`; `/` stays in
-/// paths unless `encode_slash`.
+/// paths unless `encode_slash`. Runs of characters that stay are copied at once.
 pub fn uri_encode_into(target: &mut String, text: &str, encode_slash: bool) {
-    for byte in text.bytes() {
+    const UPPER_HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let bytes = text.as_bytes();
+    let mut run_start = 0;
+    for (position, &byte) in bytes.iter().enumerate() {
         let keep = byte.is_ascii_alphanumeric()
             || matches!(byte, b'-' | b'_' | b'.' | b'~')
             || (byte == b'/' && !encode_slash);
         if keep {
-            target.push(byte as char);
-        } else {
-            let _ = write!(target, "%{byte:02X}");
+            continue;
         }
+        if position > run_start {
+            target.push_str(&text[run_start..position]);
+        }
+        target.push('%');
+        target.push(char::from(UPPER_HEX[usize::from(byte >> 4)]));
+        target.push(char::from(UPPER_HEX[usize::from(byte & 0x0f)]));
+        run_start = position + 1;
     }
+    target.push_str(&text[run_start..]);
 }
 
 #[cfg(test)]
@@ -291,6 +299,16 @@ mod tests {
             .url
             .starts_with("http://127.0.0.1:9000/lake/t/date%3D2024-01-01/a%20b%25c%3Dd.parquet?"));
         assert!(url.url.contains("X-Amz-Expires=3600"));
+    }
+
+    #[test]
+    fn uri_encoding_keeps_unreserved_runs_and_encodes_every_other_byte() {
+        let mut encoded = String::new();
+        uri_encode_into(&mut encoded, "a/é b~.parquet€", false);
+        assert_eq!(encoded, "a/%C3%A9%20b~.parquet%E2%82%AC");
+        encoded.clear();
+        uri_encode_into(&mut encoded, "k/ü", true);
+        assert_eq!(encoded, "k%2F%C3%BC");
     }
 
     #[test]

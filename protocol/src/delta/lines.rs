@@ -394,6 +394,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn partition_values_are_a_json_object() {
+        let mut out = BytesMut::new();
+        write_partition_values(&[("a", Some("x\"")), ("b", None)], &mut out);
+        assert_eq!(
+            serde_json::from_slice::<Value>(&out).unwrap(),
+            json!({"a": "x\"", "b": null})
+        );
+    }
+
+    #[test]
     fn file_ids_follow_the_reference_hashes() {
         assert_eq!(FileIdHash::Md5.file_id("a").len(), 32);
         assert_eq!(FileIdHash::Sha256.file_id("a").len(), 64);

@@ -41,6 +41,8 @@ pub type KernelEngine = DefaultEngine<TokioMultiThreadExecutor>;
 
 /// Snapshots kept per table and version.
 const SNAPSHOTS_CACHED_MAX: u64 = 1024;
+/// Replayed batches waiting for the line writer.
+const SCAN_BATCHES_IN_FLIGHT: usize = 4;
 /// Default budget of the active-file list cache.
 pub const FILE_LISTS_BYTES_DEFAULT: u64 = 1 << 30;
 
@@ -207,33 +209,51 @@ impl DeltaTables {
         let mut builder = ActiveFilesBuilder::new(version, budget);
         let mut visiting = true;
         let mut failure = None;
-        scan_active_files(snapshot, engine.as_ref(), base.as_deref(), |batch| {
-            let first_index = builder.next_index();
-            if visiting && first_index + batch.num_rows() > start {
-                let visited = visit_batch(&batch, first_index, |index, file| {
-                    if index < start {
-                        ControlFlow::Continue(())
-                    } else {
-                        visit(index, file)
+        // The replay runs on its own thread and hands batches over, so replaying and writing
+        // lines overlap.
+        let (batch_sender, batch_receiver) = std::sync::mpsc::sync_channel(SCAN_BATCHES_IN_FLIGHT);
+        let scanned = std::thread::scope(|scope| {
+            let engine = engine.as_ref();
+            let base = base.as_deref();
+            let replay = scope.spawn(move || {
+                scan_active_files(snapshot, engine, base, |batch| {
+                    match batch_sender.send(batch) {
+                        Ok(()) => ControlFlow::Continue(()),
+                        Err(_) => ControlFlow::Break(()),
                     }
-                });
-                match visited {
-                    Ok(ControlFlow::Continue(())) => {}
-                    Ok(ControlFlow::Break(())) => visiting = false,
-                    Err(error) => {
-                        failure = Some(error);
-                        return ControlFlow::Break(());
+                })
+            });
+            for batch in batch_receiver {
+                let first_index = builder.next_index();
+                if visiting && first_index + batch.num_rows() > start {
+                    let visited = visit_batch(&batch, first_index, |index, file| {
+                        if index < start {
+                            ControlFlow::Continue(())
+                        } else {
+                            visit(index, file)
+                        }
+                    });
+                    match visited {
+                        Ok(ControlFlow::Continue(())) => {}
+                        Ok(ControlFlow::Break(())) => visiting = false,
+                        Err(error) => {
+                            failure = Some(error);
+                            break;
+                        }
                     }
                 }
+                if !builder.push(batch) && !visiting {
+                    break;
+                }
             }
-            if !builder.push(batch) && !visiting {
-                return ControlFlow::Break(());
-            }
-            ControlFlow::Continue(())
-        })?;
+            replay
+                .join()
+                .unwrap_or_else(|_| Err(SharingError::internal("the log replay thread panicked")))
+        });
         if let Some(error) = failure {
             return Err(error);
         }
+        scanned?;
         if let Some(files) = builder.finish() {
             self.file_lists
                 .insert((root.clone(), version), Arc::new(files));
@@ -245,6 +265,12 @@ impl DeltaTables {
             *entry = (*entry).max(version);
         }
         Ok(())
+    }
+
+    /// The cached active-file list of `snapshot`, if there is one.
+    pub fn cached_files(&self, snapshot: &TableSnapshot) -> Option<Arc<ActiveFiles>> {
+        let root = format!("{}/{}", snapshot.bucket, snapshot.location);
+        self.file_lists.get(&(root, snapshot.snapshot.version()))
     }
 
     /// The newest cached list of `root` older than `version`.

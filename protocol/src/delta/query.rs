@@ -18,13 +18,14 @@ use time::OffsetDateTime;
 use crate::body::{empty_body, full_body, ResponseBody};
 use crate::capabilities::{choose_format, Capabilities, ResponseFormat, CAPABILITIES_HEADER};
 use crate::catalog::Table;
+use crate::delta::files::{ActiveFiles, FileRow};
 use crate::delta::lines::{
     end_stream_line, metadata_line, protocol_line, FileIdHash, FileLineContext,
 };
 use crate::delta::{DeltaTables, TableSnapshot, VersionSelector};
 use crate::error::{Result, SharingError};
 use crate::predicate::{
-    live_records, might_match, parse_predicate, FileFacts, LimitTracker, PartitionValues,
+    live_records, might_match, parse_predicate, FileFacts, LimitTracker, PartitionValues, Predicate,
 };
 use crate::presign::Presigner;
 use crate::sharing::query_value;
@@ -454,6 +455,20 @@ impl ChunkSender {
         true
     }
 
+    /// Sends what is buffered, then `lines` as they are; false when the client has gone.
+    fn send_segment(&mut self, lines: BytesMut) -> bool {
+        let Some(sender) = &self.sender else {
+            return false;
+        };
+        let mut pending = self.chunk.split();
+        pending.unsplit(lines);
+        if sender.blocking_send(Ok(pending.freeze())).is_err() {
+            self.sender = None;
+            return false;
+        }
+        true
+    }
+
     /// Sends what is buffered and ends the body.
     fn finish(&mut self) {
         if let Some(sender) = self.sender.take() {
@@ -503,19 +518,27 @@ fn stream_files(
     let mut page_files: u64 = 0;
     let mut failure = None;
     let mut next_page_token = None;
+    if limit.is_none() && plan.paging.is_none() {
+        if let Some(files) = tables.cached_files(snapshot) {
+            let expiration = write_lines_in_parallel(
+                &files,
+                snapshot,
+                presigner,
+                plan,
+                predicate.as_ref(),
+                out,
+            )?;
+            return finish_stream(plan, None, expiration, out);
+        }
+    }
     tables.visit_active_files(snapshot, plan.start.index, |index, file| {
         let stats = if predicate.is_some() || limit.is_some() {
-            file.stats
-                .and_then(|text| serde_json::from_str::<Value>(text).ok())
+            parse_stats(file)
         } else {
             None
         };
         if let Some(predicate) = &predicate {
-            let partition_values = RowPartitionValues(&file.partition_values);
-            let facts = FileFacts::new(&snapshot.partition_columns, &partition_values)
-                .with_stats(stats.as_ref())
-                .with_physical_names(&snapshot.physical_names);
-            if !might_match(predicate, &facts) {
+            if !file_might_match(predicate, snapshot, file, stats.as_ref()) {
                 return ControlFlow::Continue(());
             }
         }
@@ -557,12 +580,22 @@ fn stream_files(
     if let Some(error) = failure {
         return Err(error);
     }
+    finish_stream(plan, next_page_token.as_deref(), min_expiration_ms, out)
+}
+
+/// Writes the `endStreamAction` line when it is wanted and ends the body.
+fn finish_stream(
+    plan: &StreamPlan,
+    next_page_token: Option<&str>,
+    min_expiration_ms: Option<i64>,
+    out: &mut ChunkSender,
+) -> Result<()> {
     if !out.is_open() {
         return Ok(());
     }
     if plan.end_stream.wanted {
         let line = end_stream_line(
-            next_page_token.as_deref(),
+            next_page_token,
             plan.end_stream.refresh_token.as_deref(),
             min_expiration_ms,
         );
@@ -571,6 +604,138 @@ fn stream_files(
     }
     out.finish();
     Ok(())
+}
+
+fn parse_stats(file: &FileRow<'_>) -> Option<Value> {
+    file.stats
+        .and_then(|text| serde_json::from_str::<Value>(text).ok())
+}
+
+/// Whether `file` may hold rows matching `predicate` (never false when it could).
+fn file_might_match(
+    predicate: &Predicate,
+    snapshot: &TableSnapshot,
+    file: &FileRow<'_>,
+    stats: Option<&Value>,
+) -> bool {
+    let partition_values = RowPartitionValues(&file.partition_values);
+    let facts = FileFacts::new(&snapshot.partition_columns, &partition_values)
+        .with_stats(stats)
+        .with_physical_names(&snapshot.physical_names);
+    might_match(predicate, &facts)
+}
+
+/// Files per segment when a cached list is written by several threads.
+const PARALLEL_SEGMENT_FILES: usize = 4096;
+/// Threads writing the lines of one response from a cached list.
+const PARALLEL_WRITERS: usize = 2;
+/// Written segments waiting, per writer.
+const SEGMENTS_IN_FLIGHT: usize = 2;
+
+type Segment = Result<(BytesMut, Option<i64>)>;
+
+/// Writes the lines of a cached list from `plan.start` on with `PARALLEL_WRITERS` threads,
+/// each writing every n-th segment of `PARALLEL_SEGMENT_FILES` files; segments are sent in
+/// list order, so the response is the one a single writer would produce. Only for requests
+/// whose lines do not depend on earlier files (no limit, no pages). Returns the smallest URL
+/// expiry written.
+fn write_lines_in_parallel(
+    files: &ActiveFiles,
+    snapshot: &TableSnapshot,
+    presigner: &Presigner,
+    plan: &StreamPlan,
+    predicate: Option<&Predicate>,
+    out: &mut ChunkSender,
+) -> Result<Option<i64>> {
+    let start = plan.start.index;
+    let segments = files
+        .len()
+        .saturating_sub(start)
+        .div_ceil(PARALLEL_SEGMENT_FILES);
+    std::thread::scope(|scope| {
+        let mut receivers = Vec::with_capacity(PARALLEL_WRITERS);
+        for writer in 0..PARALLEL_WRITERS {
+            let (sender, receiver) = std::sync::mpsc::sync_channel::<Segment>(SEGMENTS_IN_FLIGHT);
+            receivers.push(receiver);
+            scope.spawn(move || {
+                let context = match FileLineContext::new(
+                    plan.format,
+                    snapshot,
+                    presigner,
+                    plan.id_hash,
+                    plan.line_version,
+                ) {
+                    Ok(context) => context,
+                    Err(error) => {
+                        let _ = sender.send(Err(error));
+                        return;
+                    }
+                };
+                for segment in (writer..segments).step_by(PARALLEL_WRITERS) {
+                    let first = start + segment * PARALLEL_SEGMENT_FILES;
+                    let end = (first + PARALLEL_SEGMENT_FILES).min(files.len());
+                    let written = write_segment(files, first, end, &context, snapshot, predicate);
+                    let failed = written.is_err();
+                    if sender.send(written).is_err() || failed {
+                        return;
+                    }
+                }
+            });
+        }
+        let mut min_expiration_ms: Option<i64> = None;
+        for segment in 0..segments {
+            let (lines, expiration_ms) = receivers[segment % PARALLEL_WRITERS]
+                .recv()
+                .map_err(|_| SharingError::internal("a line writer stopped"))??;
+            if let Some(expiration_ms) = expiration_ms {
+                min_expiration_ms =
+                    Some(min_expiration_ms.map_or(expiration_ms, |m| m.min(expiration_ms)));
+            }
+            if !out.send_segment(lines) {
+                break;
+            }
+        }
+        Ok(min_expiration_ms)
+    })
+}
+
+/// The lines of files `first..end` of a cached list, and their smallest URL expiry.
+fn write_segment(
+    files: &ActiveFiles,
+    first: usize,
+    end: usize,
+    context: &FileLineContext<'_>,
+    snapshot: &TableSnapshot,
+    predicate: Option<&Predicate>,
+) -> Segment {
+    let mut lines = BytesMut::with_capacity(CHUNK_BYTES);
+    let mut min_expiration_ms: Option<i64> = None;
+    let mut failure = None;
+    files.visit_from(first, |index, file| {
+        if index >= end {
+            return ControlFlow::Break(());
+        }
+        if let Some(predicate) = predicate {
+            if !file_might_match(predicate, snapshot, file, parse_stats(file).as_ref()) {
+                return ControlFlow::Continue(());
+            }
+        }
+        match context.write_file_line(file, &mut lines) {
+            Ok(expiration_ms) => {
+                min_expiration_ms =
+                    Some(min_expiration_ms.map_or(expiration_ms, |m| m.min(expiration_ms)));
+                ControlFlow::Continue(())
+            }
+            Err(error) => {
+                failure = Some(error);
+                ControlFlow::Break(())
+            }
+        }
+    })?;
+    match failure {
+        Some(error) => Err(error),
+        None => Ok((lines, min_expiration_ms)),
+    }
 }
 
 /// The body of `POST .../query`, parsed leniently like the reference server (numbers may be
