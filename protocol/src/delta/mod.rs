@@ -204,6 +204,12 @@ impl DeltaTables {
             return files.visit_from(start, visit);
         }
         let base = self.incremental_base(&root, version);
+        tracing::debug!(
+            %root,
+            version,
+            incremental_from = base.as_ref().map(|base| base.version()),
+            "replaying the active files"
+        );
         let engine = self.engine(&snapshot.bucket);
         let budget = usize::try_from(self.file_lists_bytes_max).unwrap_or(usize::MAX);
         let mut builder = ActiveFilesBuilder::new(version, budget);

@@ -32,6 +32,8 @@ use crate::sharing::query_value;
 
 /// Bytes gathered before a chunk is sent.
 pub const CHUNK_BYTES: usize = 64 * 1024;
+/// Files of a cached list answered on the core thread, without a hand-over.
+pub const INLINE_FILES_MAX: usize = 256;
 /// Chunks in flight between the replay pool and the connection.
 pub const CHUNKS_IN_FLIGHT_MAX: usize = 4;
 pub const NDJSON_CONTENT_TYPE: &str = "application/x-ndjson; charset=utf-8";
@@ -224,36 +226,54 @@ impl DeltaRoutes {
                 records_so_far: page.records_so_far,
             });
 
-        let (sender, mut receiver) =
-            tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(CHUNKS_IN_FLIGHT_MAX);
         let mut head = String::new();
         head.push_str(&protocol_line(format, &snapshot).to_string());
         head.push('\n');
         head.push_str(&metadata_line(format, &snapshot, history_shared, None).to_string());
         head.push('\n');
-        let tables = self.tables.clone();
-        let presigner = self.presigner.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut out = ChunkSender::new(sender, head.as_bytes());
-            let plan = StreamPlan {
-                format,
-                id_hash,
-                line_version,
-                start,
-                paging,
-                end_stream,
-            };
-            let result = stream_files(&tables, &presigner, &snapshot, &query, &plan, &mut out);
-            if let Err(error) = result {
-                tracing::warn!(%error, "query stream failed");
-                out.fail(error.to_string());
-            }
-        });
-        let stream = futures::stream::poll_fn(move |context| receiver.poll_recv(context));
-        let body = StreamBody::new(futures::StreamExt::map(stream, |chunk| {
-            chunk.map(http_body::Frame::data)
-        }))
-        .boxed();
+        let plan = StreamPlan {
+            format,
+            id_hash,
+            line_version,
+            start,
+            paging,
+            end_stream,
+        };
+        let small_cached_list = self
+            .tables
+            .cached_files(&snapshot)
+            .is_some_and(|files| files.len().saturating_sub(start.index) <= INLINE_FILES_MAX);
+        let body = if small_cached_list {
+            // A few files from memory: written here, no hand-over to another thread.
+            let mut out = ChunkSender::in_memory(head.as_bytes());
+            stream_files(
+                &self.tables,
+                &self.presigner,
+                &snapshot,
+                &query,
+                &plan,
+                &mut out,
+            )?;
+            full_body(out.chunk.freeze())
+        } else {
+            let (sender, mut receiver) =
+                tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(CHUNKS_IN_FLIGHT_MAX);
+            let tables = self.tables.clone();
+            let presigner = self.presigner.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut out = ChunkSender::new(sender, head.as_bytes());
+                let result = stream_files(&tables, &presigner, &snapshot, &query, &plan, &mut out);
+                if let Err(error) = result {
+                    tracing::warn!(%error, "query stream failed");
+                    out.fail(error.to_string());
+                }
+            });
+            let stream = futures::stream::poll_fn(move |context| receiver.poll_recv(context));
+            StreamBody::new(futures::StreamExt::map(stream, |chunk| {
+                chunk.map(http_body::Frame::data)
+            }))
+            .boxed()
+        };
         let mut response = ndjson_response(
             body,
             version,
@@ -417,10 +437,18 @@ struct StreamPlan {
 }
 
 /// Response chunks on their way to the connection: lines are written into a buffer that is
-/// sent once it holds `CHUNK_BYTES`.
+/// sent once it holds `CHUNK_BYTES`. In memory mode (small answers written on the core
+/// thread) the buffer just grows and becomes the whole body.
 struct ChunkSender {
     chunk: BytesMut,
-    sender: Option<tokio::sync::mpsc::Sender<std::io::Result<Bytes>>>,
+    sink: Sink,
+}
+
+enum Sink {
+    Channel(tokio::sync::mpsc::Sender<std::io::Result<Bytes>>),
+    Memory,
+    /// The body has ended (or the client has gone).
+    Closed,
 }
 
 impl ChunkSender {
@@ -429,49 +457,60 @@ impl ChunkSender {
         chunk.put_slice(head);
         ChunkSender {
             chunk,
-            sender: Some(sender),
+            sink: Sink::Channel(sender),
+        }
+    }
+
+    fn in_memory(head: &[u8]) -> Self {
+        ChunkSender {
+            chunk: BytesMut::from(head),
+            sink: Sink::Memory,
         }
     }
 
     fn is_open(&self) -> bool {
-        self.sender.is_some()
+        !matches!(self.sink, Sink::Closed)
     }
 
     /// Sends the buffer once it is full; false when the client has gone.
     fn flush_when_full(&mut self) -> bool {
         if self.chunk.len() < CHUNK_BYTES {
-            return true;
+            return self.is_open();
         }
-        let Some(sender) = &self.sender else {
-            return false;
-        };
-        if sender
-            .blocking_send(Ok(self.chunk.split().freeze()))
-            .is_err()
-        {
-            self.sender = None;
-            return false;
-        }
-        true
+        self.send_pending(None)
     }
 
     /// Sends what is buffered, then `lines` as they are; false when the client has gone.
     fn send_segment(&mut self, lines: BytesMut) -> bool {
-        let Some(sender) = &self.sender else {
-            return false;
-        };
-        let mut pending = self.chunk.split();
-        pending.unsplit(lines);
-        if sender.blocking_send(Ok(pending.freeze())).is_err() {
-            self.sender = None;
-            return false;
-        }
-        true
+        self.send_pending(Some(lines))
     }
 
-    /// Sends what is buffered and ends the body.
+    fn send_pending(&mut self, lines: Option<BytesMut>) -> bool {
+        match &self.sink {
+            Sink::Closed => false,
+            Sink::Memory => {
+                if let Some(lines) = lines {
+                    self.chunk.put_slice(&lines);
+                }
+                true
+            }
+            Sink::Channel(sender) => {
+                let mut pending = self.chunk.split();
+                if let Some(lines) = lines {
+                    pending.unsplit(lines);
+                }
+                if sender.blocking_send(Ok(pending.freeze())).is_err() {
+                    self.sink = Sink::Closed;
+                    return false;
+                }
+                true
+            }
+        }
+    }
+
+    /// Sends what is buffered and ends the body (in memory mode the buffer is the body).
     fn finish(&mut self) {
-        if let Some(sender) = self.sender.take() {
+        if let Sink::Channel(sender) = std::mem::replace(&mut self.sink, Sink::Closed) {
             if !self.chunk.is_empty() {
                 let _ = sender.blocking_send(Ok(self.chunk.split().freeze()));
             }
@@ -480,7 +519,7 @@ impl ChunkSender {
 
     /// Ends the body with an error (the connection is reset mid-stream).
     fn fail(&mut self, message: String) {
-        if let Some(sender) = self.sender.take() {
+        if let Sink::Channel(sender) = std::mem::replace(&mut self.sink, Sink::Closed) {
             let _ = sender.blocking_send(Err(std::io::Error::other(message)));
         }
     }
@@ -625,6 +664,8 @@ fn file_might_match(
     might_match(predicate, &facts)
 }
 
+/// Bytes of a typical file line (buffer sizing only).
+const LINE_BYTES_TYPICAL: usize = 800;
 /// Files per segment when a cached list is written by several threads.
 const PARALLEL_SEGMENT_FILES: usize = 4096;
 /// Threads writing the lines of one response from a cached list.
@@ -652,6 +693,19 @@ fn write_lines_in_parallel(
         .len()
         .saturating_sub(start)
         .div_ceil(PARALLEL_SEGMENT_FILES);
+    if segments <= 1 {
+        let context = FileLineContext::new(
+            plan.format,
+            snapshot,
+            presigner,
+            plan.id_hash,
+            plan.line_version,
+        )?;
+        let (lines, expiration_ms) =
+            write_segment(files, start, files.len(), &context, snapshot, predicate)?;
+        out.send_segment(lines);
+        return Ok(expiration_ms);
+    }
     std::thread::scope(|scope| {
         let mut receivers = Vec::with_capacity(PARALLEL_WRITERS);
         for writer in 0..PARALLEL_WRITERS {
@@ -708,7 +762,7 @@ fn write_segment(
     snapshot: &TableSnapshot,
     predicate: Option<&Predicate>,
 ) -> Segment {
-    let mut lines = BytesMut::with_capacity(CHUNK_BYTES);
+    let mut lines = BytesMut::with_capacity(LINE_BYTES_TYPICAL * (end - first));
     let mut min_expiration_ms: Option<i64> = None;
     let mut failure = None;
     files.visit_from(first, |index, file| {
