@@ -10,6 +10,7 @@ pub mod capabilities;
 pub mod catalog;
 pub mod delta;
 pub mod error;
+pub mod iceberg;
 pub mod names;
 pub mod page_token;
 pub mod predicate;

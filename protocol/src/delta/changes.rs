@@ -227,7 +227,7 @@ impl DeltaRoutes {
         let mut head = String::new();
         head.push_str(&protocol_line(format, &feed.head).to_string());
         head.push('\n');
-        let head_version = feed.head.snapshot.version();
+        let head_version = feed.head.version;
         head.push_str(
             &metadata_line(format, &feed.head, history_shared, Some(head_version)).to_string(),
         );
@@ -271,7 +271,7 @@ fn resolve_blocking(
     include_historical_metadata: bool,
 ) -> Result<Feed> {
     let latest = tables.snapshot_blocking(table, &VersionSelector::Latest)?;
-    let latest_version = latest.snapshot.version();
+    let latest_version = latest.version;
     let start = match start {
         RangeBound::Version(version) => version,
         RangeBound::Timestamp(timestamp) => {
@@ -284,8 +284,8 @@ fn resolve_blocking(
         Some(RangeBound::Timestamp(timestamp)) => Some(
             tables
                 .snapshot_blocking(table, &VersionSelector::AsOfTimestamp(timestamp))?
-                .snapshot
-                .version(),
+                
+                .version,
         ),
     };
     match kind {

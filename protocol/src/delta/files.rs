@@ -166,7 +166,7 @@ pub fn scan_active_files(
     mut visit: impl FnMut(RecordBatch) -> ControlFlow<()>,
 ) -> Result<()> {
     let scan = table
-        .snapshot
+        .delta()?
         .clone()
         .scan_builder()
         .build()

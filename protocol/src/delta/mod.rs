@@ -76,7 +76,9 @@ struct LatestSnapshot {
 /// A resolved snapshot with what the protocol needs to know about it.
 #[derive(Clone)]
 pub struct TableSnapshot {
-    pub snapshot: SnapshotRef,
+    /// The version the protocol names (for Iceberg tables: see `iceberg`'s version mapping).
+    pub version: u64,
+    pub source: SnapshotSource,
     pub bucket: String,
     /// Table root key inside the bucket, ending with `/`.
     pub location: String,
@@ -86,6 +88,21 @@ pub struct TableSnapshot {
     pub partition_columns: Vec<String>,
     /// Logical column name → physical name, when column mapping is on.
     pub physical_names: HashMap<String, String>,
+}
+
+/// Where a snapshot comes from.
+#[derive(Clone)]
+pub enum SnapshotSource {
+    Delta(SnapshotRef),
+}
+
+impl TableSnapshot {
+    /// The kernel snapshot of a Delta table.
+    pub fn delta(&self) -> Result<&SnapshotRef> {
+        match &self.source {
+            SnapshotSource::Delta(snapshot) => Ok(snapshot),
+        }
+    }
 }
 
 /// Which snapshot a request asks for.
@@ -167,7 +184,7 @@ impl DeltaTables {
         if log_writes == latest.log_writes_seen {
             return Some(latest.described);
         }
-        let version = latest.described.snapshot.version();
+        let version = latest.described.version;
         let next = format!("{location}_delta_log/{:020}.json", version + 1);
         match self.node.head_object(&bucket, &next).await {
             Err(lakeshare_storage::StorageError::NoSuchKey { .. }) => {
@@ -176,7 +193,7 @@ impl DeltaTables {
                     .lock()
                     .unwrap_or_else(|poisoned| poisoned.into_inner());
                 if let Some(entry) = described.get_mut(&table.id) {
-                    if entry.described.snapshot.version() == version {
+                    if entry.described.version == version {
                         entry.log_writes_seen = entry.log_writes_seen.max(log_writes);
                     }
                 }
@@ -199,7 +216,7 @@ impl DeltaTables {
         mut visit: impl FnMut(usize, &FileRow<'_>) -> ControlFlow<()>,
     ) -> Result<()> {
         let root = format!("{}/{}", snapshot.bucket, snapshot.location);
-        let version = snapshot.snapshot.version();
+        let version = snapshot.version;
         if let Some(files) = self.file_lists.get(&(root.clone(), version)) {
             return files.visit_from(start, visit);
         }
@@ -276,7 +293,7 @@ impl DeltaTables {
     /// The cached active-file list of `snapshot`, if there is one.
     pub fn cached_files(&self, snapshot: &TableSnapshot) -> Option<Arc<ActiveFiles>> {
         let root = format!("{}/{}", snapshot.bucket, snapshot.location);
-        self.file_lists.get(&(root, snapshot.snapshot.version()))
+        self.file_lists.get(&(root, snapshot.version))
     }
 
     /// The newest cached list of `root` older than `version`.
@@ -368,7 +385,7 @@ impl DeltaTables {
     pub fn timestamp_blocking(&self, snapshot: &TableSnapshot) -> Result<i64> {
         let engine = self.engine(&snapshot.bucket);
         snapshot
-            .snapshot
+            .delta()?
             .get_timestamp(engine.as_ref())
             .map_err(|error| SharingError::internal(format!("commit timestamp: {error}")))
     }
@@ -502,7 +519,8 @@ fn describe(snapshot: SnapshotRef, bucket: String, location: String) -> Result<T
         }
     }
     Ok(TableSnapshot {
-        snapshot,
+        version: snapshot.version(),
+        source: SnapshotSource::Delta(snapshot),
         bucket,
         location,
         protocol,

@@ -113,8 +113,8 @@ impl DeltaRoutes {
             None => self
                 .resolve(&table, VersionSelector::Latest)
                 .await?
-                .snapshot
-                .version(),
+                
+                .version,
         };
         let mut response = Response::new(empty_body());
         set_header(&mut response, TABLE_VERSION_HEADER, &version.to_string());
@@ -157,7 +157,7 @@ impl DeltaRoutes {
         body.push('\n');
         Ok(ndjson_response(
             full_body(body),
-            snapshot.snapshot.version(),
+            snapshot.version,
             format,
             false,
         ))
@@ -203,7 +203,7 @@ impl DeltaRoutes {
         let snapshot = self.resolve(request.table, snapshot_selector).await?;
         let format = choose_format(&capabilities, &snapshot.needs)?;
         let id_hash = id_hash_header.unwrap_or(FileIdHash::default_for(format));
-        let version = snapshot.snapshot.version();
+        let version = snapshot.version;
         let line_version = (selector != VersionSelector::Latest).then_some(version);
         let refresh_token = (query.include_refresh_token || query.refresh_token.is_some())
             .then(|| self.refresh_token(request.table, version));
@@ -552,7 +552,7 @@ fn stream_files(
     if let Some(tracker) = &mut limit {
         tracker.admit(plan.start.records_so_far);
     }
-    let version = snapshot.snapshot.version();
+    let version = snapshot.version;
     let mut min_expiration_ms: Option<i64> = None;
     let mut page_files: u64 = 0;
     let mut failure = None;
