@@ -13,6 +13,7 @@ use std::sync::{Arc, RwLock};
 
 use base64::Engine;
 use bytes::Bytes;
+use lakeshare_storage::object_store_view::NodeObjectStore;
 use lakeshare_storage::Node;
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -462,6 +463,7 @@ impl Catalog {
     ) -> Result<Vec<Schema>> {
         let mut schema_keys = std::collections::HashSet::new();
         let mut table_count = 0usize;
+        let mut new_tables = Vec::new();
         for schema in &mut schemas {
             validate_name(NameKind::Schema, &schema.name)?;
             validate_description(schema.description.as_deref())?;
@@ -487,7 +489,10 @@ impl Catalog {
                     .filter(|old| same_source(old, table));
                 table.id = match previous {
                     Some(old) => old.id.clone(),
-                    None => Uuid::new_v4().to_string(),
+                    None => {
+                        new_tables.push(table.clone());
+                        Uuid::new_v4().to_string()
+                    }
                 };
                 table_count += 1;
             }
@@ -508,6 +513,22 @@ impl Catalog {
                         ))
                     })?;
                 }
+            }
+        }
+        for table in new_tables
+            .iter()
+            .filter(|table| table.source_type == SourceType::Iceberg)
+        {
+            if let (Some(bucket), Some(location)) = (&table.bucket, &table.location) {
+                let store = NodeObjectStore::new(self.node.clone(), bucket.clone());
+                crate::iceberg::find_metadata_key(&store, location)
+                    .await
+                    .map_err(|error| {
+                        SharingError::invalid(format!(
+                            "table '{}': {bucket}/{location} is not an Iceberg table: {}",
+                            table.name, error.message
+                        ))
+                    })?;
             }
         }
         Ok(schemas)

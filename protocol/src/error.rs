@@ -29,6 +29,9 @@ pub enum ErrorKind {
     TooLarge,
     /// 500 `INTERNAL_ERROR`: the message is logged, never sent.
     Internal,
+    /// 500 `INTERNAL_ERROR` with its message: one table's own files are broken (its
+    /// metadata does not parse, a manifest is missing); the message names the file.
+    TableUnreadable,
     /// 503 `TEMPORARILY_UNAVAILABLE`: storage quorum lost; clients retry.
     Unavailable,
 }
@@ -44,7 +47,7 @@ impl ErrorKind {
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::AlreadyExists => StatusCode::CONFLICT,
             ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorKind::Internal | ErrorKind::TableUnreadable => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -59,7 +62,7 @@ impl ErrorKind {
             ErrorKind::NotFound => "RESOURCE_DOES_NOT_EXIST",
             ErrorKind::AlreadyExists => "RESOURCE_ALREADY_EXISTS",
             ErrorKind::TooLarge => "REQUEST_TOO_LARGE",
-            ErrorKind::Internal => "INTERNAL_ERROR",
+            ErrorKind::Internal | ErrorKind::TableUnreadable => "INTERNAL_ERROR",
             ErrorKind::Unavailable => "TEMPORARILY_UNAVAILABLE",
         }
     }

@@ -113,12 +113,13 @@ impl SharingService {
                 let share = granted_share(&authorized, share)?;
                 let schema = granted_schema(share, schema)?;
                 let table = granted_table(share, schema, table)?.clone();
-                if table.source_type != crate::catalog::SourceType::Delta {
+                if table.source_type == crate::catalog::SourceType::Uniform {
                     return Err(SharingError::new(
                         ErrorKind::Unsupported,
                         format!(
-                            "table '{}' is a {:?} table; this node serves only Delta tables so far",
-                            table.name, table.source_type
+                            "table '{}' is a UniForm table; this node serves Delta and Iceberg \
+                             tables so far",
+                            table.name
                         ),
                     ));
                 }

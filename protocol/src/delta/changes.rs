@@ -25,15 +25,17 @@ use url::Url;
 use crate::body::ResponseBody;
 use crate::capabilities::{choose_format, ResponseFormat};
 use crate::catalog::Table;
-use crate::delta::files::DeletionVectorRef;
+use crate::delta::files::{relative_path, DeletionVectorRef};
 use crate::delta::lines::{metadata_line, protocol_line, FileIdHash, FileLineContext};
 use crate::delta::query::{
     capabilities, ndjson_response, parse_timestamp, DeltaRoutes, TableRequest,
     CHUNKS_IN_FLIGHT_MAX, CHUNK_BYTES,
 };
-use crate::delta::{table_url, DeltaTables, TableSnapshot, VersionSelector};
+use crate::delta::{table_url, DeltaTables, SnapshotSource, TableSnapshot, VersionSelector};
 use crate::error::{ErrorKind, Result, SharingError};
+use crate::iceberg::{self, ChangeKind, IcebergTable};
 use crate::sharing::query_value;
+use lakeshare_storage::object_store_view::NodeObjectStore;
 
 /// Which version-range read is served.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -284,7 +286,6 @@ fn resolve_blocking(
         Some(RangeBound::Timestamp(timestamp)) => Some(
             tables
                 .snapshot_blocking(table, &VersionSelector::AsOfTimestamp(timestamp))?
-                
                 .version,
         ),
     };
@@ -322,6 +323,20 @@ fn resolve_blocking(
     } else {
         tables.snapshot_blocking(table, &VersionSelector::Version(start))?
     };
+    if let SnapshotSource::Iceberg { table: iceberg, .. } = &latest.source {
+        let commits = iceberg_commits(tables, iceberg, start, end)?;
+        let head = match kind {
+            FeedKind::ChangeData if !include_historical_metadata => latest,
+            _ => at_start,
+        };
+        return Ok(Feed {
+            kind,
+            start,
+            include_historical_metadata,
+            head,
+            commits,
+        });
+    }
     let not_recorded = |version: u64| {
         SharingError::invalid(format!(
             "Error getting change data for range [{start}, {end}] as change data was not \
@@ -357,6 +372,72 @@ fn resolve_blocking(
         head,
         commits,
     })
+}
+
+/// The versions `start..=end` of an Iceberg table as commits of file actions: the files
+/// each snapshot added and removed (compactions, which change no rows, are left out), and a
+/// `metaData` action where the table's Delta metadata changed. A snapshot that needs
+/// row-level changes is refused. Blocking.
+fn iceberg_commits(
+    tables: &DeltaTables,
+    table: &IcebergTable,
+    start: u64,
+    end: u64,
+) -> Result<Vec<Commit>> {
+    let store = NodeObjectStore::new(tables.node().clone(), table.bucket.clone());
+    let mut commits = Vec::new();
+    let mut previous_metadata: Option<Value> = None;
+    for version in table.versions() {
+        if version.version > end {
+            break;
+        }
+        let metadata = table.delta_metadata(version)?;
+        let metadata_changed = previous_metadata
+            .as_ref()
+            .is_some_and(|previous| previous["schemaString"] != metadata["schemaString"]);
+        previous_metadata = Some(metadata.clone());
+        if version.version < start {
+            continue;
+        }
+        let timestamp_ms = version.timestamp_ms().unwrap_or(0);
+        let mut actions = Vec::new();
+        if metadata_changed {
+            actions.push(json!({ "metaData": metadata }));
+        }
+        let changes = tables.block_on(iceberg::snapshot_changes(&store, table, version))?;
+        for change in changes.iter().filter(|change| change.data_change) {
+            let file = &change.file;
+            let partition_values: serde_json::Map<String, Value> = file
+                .partition_values
+                .iter()
+                .map(|(column, value)| (column.clone(), json!(value)))
+                .collect();
+            let mut action = json!({
+                "path": relative_path(&file.key, &table.root)?,
+                "partitionValues": partition_values,
+                "size": file.size_bytes,
+                "modificationTime": timestamp_ms,
+                "dataChange": true,
+            });
+            let kind = match change.kind {
+                ChangeKind::Add => {
+                    action["stats"] = json!(file.stats);
+                    "add"
+                }
+                ChangeKind::Remove => {
+                    action["deletionTimestamp"] = json!(timestamp_ms);
+                    "remove"
+                }
+            };
+            actions.push(json!({ kind: action }));
+        }
+        commits.push(Commit {
+            version: version.version,
+            timestamp_ms,
+            actions,
+        });
+    }
+    Ok(commits)
 }
 
 /// Parquet-format streaming readers cannot follow a table whose reader version rises inside

@@ -10,16 +10,21 @@
 
 use std::ops::ControlFlow;
 
+use std::sync::Arc;
+
 use delta_kernel::arrow::array::{
-    Array, AsArray, BooleanArray, Int32Array, Int64Array, MapArray, RecordBatch, StructArray,
+    Array, ArrayRef, AsArray, BooleanArray, Int32Array, Int64Array, MapArray, MapBuilder,
+    RecordBatch, StringBuilder, StructArray,
 };
 use delta_kernel::arrow::compute::filter_record_batch;
+use delta_kernel::arrow::datatypes::Fields;
 use delta_kernel::engine::arrow_data::ArrowEngineData;
 use delta_kernel::scan::ScanMetadata;
 use delta_kernel::{Engine, EngineData};
 
 use crate::delta::TableSnapshot;
 use crate::error::{Result, SharingError};
+use crate::iceberg::IcebergDataFile;
 
 /// A deletion vector descriptor as the log stores it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -207,6 +212,89 @@ pub fn scan_active_files(
     }
     Ok(())
 }
+
+/// Files per scan-row batch built from an Iceberg version.
+pub const ICEBERG_BATCH_FILES: usize = 4096;
+
+/// Scan rows (the columns `ScanColumns` reads) for data files of an Iceberg version, so its
+/// file list is cached, paged and written exactly as a Delta table's. Paths are the object
+/// keys relative to the table root, percent-encoded segment by segment as Delta log paths
+/// are; file ids hash that path.
+pub fn iceberg_scan_rows(
+    files: &[IcebergDataFile],
+    root: &str,
+    modification_time_ms: i64,
+) -> Result<RecordBatch> {
+    let mut paths = StringBuilder::new();
+    let mut stats = StringBuilder::new();
+    let mut partition_values = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());
+    for file in files {
+        paths.append_value(relative_path(&file.key, root)?);
+        stats.append_value(&file.stats);
+        for (column, value) in &file.partition_values {
+            partition_values.keys().append_value(column);
+            partition_values.values().append_option(value.as_deref());
+        }
+        partition_values
+            .append(true)
+            .map_err(|error| SharingError::internal(format!("partition values: {error}")))?;
+    }
+    let rows = files.len();
+    let sizes: Int64Array = files.iter().map(|file| file.size_bytes as i64).collect();
+    let modification_times = Int64Array::from(vec![modification_time_ms; rows]);
+    let partition_values: ArrayRef = Arc::new(partition_values.finish());
+    let no_row_ids: ArrayRef = Arc::new(Int64Array::new_null(rows));
+    let constants = StructArray::try_from(vec![
+        ("partitionValues", partition_values),
+        ("baseRowId", no_row_ids.clone()),
+        ("defaultRowCommitVersion", no_row_ids),
+    ])
+    .map_err(|error| SharingError::internal(format!("scan rows: {error}")))?;
+    let no_deletion_vectors = StructArray::new_null(Fields::empty(), rows);
+    let columns: Vec<(&str, ArrayRef)> = vec![
+        ("path", Arc::new(paths.finish())),
+        ("size", Arc::new(sizes)),
+        ("modificationTime", Arc::new(modification_times)),
+        ("stats", Arc::new(stats.finish())),
+        ("deletionVector", Arc::new(no_deletion_vectors)),
+        ("fileConstantValues", Arc::new(constants)),
+    ];
+    RecordBatch::try_from_iter(columns)
+        .map_err(|error| SharingError::internal(format!("scan rows: {error}")))
+}
+
+/// The path of the object `key` relative to the table `root`, percent-encoded segment by
+/// segment as Delta log paths are.
+pub fn relative_path(key: &str, root: &str) -> Result<String> {
+    let relative = key
+        .strip_prefix(root)
+        .ok_or_else(|| SharingError::internal(format!("data file {key} lies outside the table")))?;
+    let mut path = String::with_capacity(relative.len() + 8);
+    for (position, segment) in relative.split('/').enumerate() {
+        if position > 0 {
+            path.push('/');
+        }
+        path.extend(percent_encoding::utf8_percent_encode(
+            segment,
+            RELATIVE_PATH_SEGMENT,
+        ));
+    }
+    Ok(path)
+}
+
+/// Characters escaped in a relative path segment (`:` too, so a path never reads as a URL).
+const RELATIVE_PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b':')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}');
 
 /// Calls `visit` for each file of one scan batch.
 pub fn visit_batch(

@@ -24,6 +24,7 @@ use delta_kernel::snapshot::{Snapshot, SnapshotRef};
 use delta_kernel::table_features::ColumnMappingMode;
 use delta_kernel::Engine;
 use delta_kernel_default_engine::executor::tokio::TokioMultiThreadExecutor;
+use delta_kernel_default_engine::executor::TaskExecutor;
 use delta_kernel_default_engine::DefaultEngine;
 use lakeshare_storage::object_store_view::NodeObjectStore;
 use lakeshare_storage::Node;
@@ -31,11 +32,14 @@ use serde_json::Value;
 use url::Url;
 
 use crate::capabilities::TableNeeds;
-use crate::catalog::Table;
+use crate::catalog::{SourceType, Table};
 use crate::delta::files::{
-    scan_active_files, visit_batch, ActiveFiles, ActiveFilesBuilder, FileRow,
+    iceberg_scan_rows, scan_active_files, visit_batch, ActiveFiles, ActiveFilesBuilder, FileRow,
+    ICEBERG_BATCH_FILES,
 };
 use crate::error::{ErrorKind, Result, SharingError};
+use crate::iceberg::{self, IcebergTable, TableVersion};
+use delta_kernel::arrow::array::RecordBatch;
 
 pub type KernelEngine = DefaultEngine<TokioMultiThreadExecutor>;
 
@@ -62,6 +66,8 @@ pub struct DeltaTables {
     file_lists_bytes_max: u64,
     /// table root → version of its newest cached list (the base of incremental builds).
     newest_listed: Mutex<HashMap<String, u64>>,
+    /// table root `bucket/location` → its loaded Iceberg metadata.
+    iceberg_tables: Mutex<HashMap<String, LoadedIceberg>>,
 }
 
 /// The newest snapshot of a table and the write counter of its `_delta_log/` folder as it
@@ -94,6 +100,11 @@ pub struct TableSnapshot {
 #[derive(Clone)]
 pub enum SnapshotSource {
     Delta(SnapshotRef),
+    /// An Iceberg table's version (a main-branch snapshot, or the empty table).
+    Iceberg {
+        table: Arc<IcebergTable>,
+        version: TableVersion,
+    },
 }
 
 impl TableSnapshot {
@@ -101,8 +112,20 @@ impl TableSnapshot {
     pub fn delta(&self) -> Result<&SnapshotRef> {
         match &self.source {
             SnapshotSource::Delta(snapshot) => Ok(snapshot),
+            SnapshotSource::Iceberg { .. } => Err(SharingError::new(
+                ErrorKind::Unsupported,
+                "this operation is not available for Iceberg tables",
+            )),
         }
     }
+}
+
+/// A loaded Iceberg table and the write counter of its `metadata/` folder as it was before
+/// the table was loaded: while it has not moved, the loaded metadata is current.
+struct LoadedIceberg {
+    table: Arc<IcebergTable>,
+    metadata_writes: Arc<AtomicU64>,
+    metadata_writes_seen: u64,
 }
 
 /// Which snapshot a request asks for.
@@ -139,6 +162,7 @@ impl DeltaTables {
                 .build(),
             file_lists_bytes_max,
             newest_listed: Mutex::new(HashMap::new()),
+            iceberg_tables: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -239,12 +263,18 @@ impl DeltaTables {
             let engine = engine.as_ref();
             let base = base.as_deref();
             let replay = scope.spawn(move || {
-                scan_active_files(snapshot, engine, base, |batch| {
-                    match batch_sender.send(batch) {
-                        Ok(()) => ControlFlow::Continue(()),
-                        Err(_) => ControlFlow::Break(()),
+                let hand_over = |batch| match batch_sender.send(batch) {
+                    Ok(()) => ControlFlow::Continue(()),
+                    Err(_) => ControlFlow::Break(()),
+                };
+                match &snapshot.source {
+                    SnapshotSource::Delta(_) => {
+                        scan_active_files(snapshot, engine, base, hand_over)
                     }
-                })
+                    SnapshotSource::Iceberg { table, version } => {
+                        self.scan_iceberg_files(table, version, hand_over)
+                    }
+                }
             });
             for batch in batch_receiver {
                 let first_index = builder.next_index();
@@ -290,6 +320,49 @@ impl DeltaTables {
         Ok(())
     }
 
+    /// Reads the data files of an Iceberg version as scan-row batches. Blocking.
+    fn scan_iceberg_files(
+        &self,
+        table: &IcebergTable,
+        version: &TableVersion,
+        mut visit: impl FnMut(RecordBatch) -> ControlFlow<()>,
+    ) -> Result<()> {
+        let store = NodeObjectStore::new(self.node.clone(), table.bucket.clone());
+        let modification_time_ms = version.timestamp_ms().unwrap_or(0);
+        let mut pending = Vec::with_capacity(ICEBERG_BATCH_FILES);
+        let mut failure = None;
+        let mut stopped = false;
+        let mut hand_over = |files: &mut Vec<_>| {
+            match iceberg_scan_rows(files, &table.root, modification_time_ms) {
+                Ok(batch) => {
+                    files.clear();
+                    stopped = visit(batch).is_break();
+                }
+                Err(error) => failure = Some(error),
+            }
+            if stopped || failure.is_some() {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        };
+        self.block_on(iceberg::data_files(&store, table, version, |file| {
+            pending.push(file);
+            if pending.len() < ICEBERG_BATCH_FILES {
+                return ControlFlow::Continue(());
+            }
+            hand_over(&mut pending)
+        }))
+        .map_err(|error| iceberg_error(&table.root, error))?;
+        if !pending.is_empty() {
+            let _ = hand_over(&mut pending);
+        }
+        match failure {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+
     /// The cached active-file list of `snapshot`, if there is one.
     pub fn cached_files(&self, snapshot: &TableSnapshot) -> Option<Arc<ActiveFiles>> {
         let root = format!("{}/{}", snapshot.bucket, snapshot.location);
@@ -315,6 +388,9 @@ impl DeltaTables {
         table: &Table,
         selector: &VersionSelector,
     ) -> Result<TableSnapshot> {
+        if table.source_type == SourceType::Iceberg {
+            return self.block_on(self.iceberg_snapshot(table, selector));
+        }
         let (bucket, location) = table_location(table)?;
         let engine = self.engine(&bucket);
         let url = table_url(&bucket, &location)?;
@@ -358,6 +434,10 @@ impl DeltaTables {
 
     /// The earliest version whose commit is at or after `timestamp` (the `/version` route).
     pub fn version_at_or_after_blocking(&self, table: &Table, timestamp: i64) -> Result<u64> {
+        if table.source_type == SourceType::Iceberg {
+            let loaded = self.block_on(self.iceberg_table(table))?;
+            return loaded.version_at_or_after(timestamp);
+        }
         let (bucket, location) = table_location(table)?;
         let engine = self.engine(&bucket);
         let url = table_url(&bucket, &location)?;
@@ -381,8 +461,100 @@ impl DeltaTables {
         }
     }
 
+    /// The current metadata of an Iceberg table: loaded again only after its `metadata/`
+    /// folder was written through this node.
+    pub async fn iceberg_table(&self, table: &Table) -> Result<Arc<IcebergTable>> {
+        let (bucket, location) = table_location(table)?;
+        let root = format!("{bucket}/{location}");
+        let cached = {
+            let loaded = self
+                .iceberg_tables
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            loaded.get(&root).and_then(|loaded| {
+                (loaded.metadata_writes.load(Ordering::Acquire) == loaded.metadata_writes_seen)
+                    .then(|| loaded.table.clone())
+            })
+        };
+        if let Some(table) = cached {
+            return Ok(table);
+        }
+        let metadata_writes = self
+            .node
+            .watch_folder(&bucket, &format!("{location}metadata/"));
+        let metadata_writes_seen = metadata_writes.load(Ordering::Acquire);
+        let store = NodeObjectStore::new(self.node.clone(), bucket.clone());
+        let loaded = iceberg::load_table(&store, &bucket, &location)
+            .await
+            .map_err(|error| table_error(table, error))?;
+        let loaded = Arc::new(loaded);
+        self.iceberg_tables
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(
+                root,
+                LoadedIceberg {
+                    table: loaded.clone(),
+                    metadata_writes,
+                    metadata_writes_seen,
+                },
+            );
+        Ok(loaded)
+    }
+
+    /// Resolves a version of an Iceberg table.
+    pub async fn iceberg_snapshot(
+        &self,
+        table: &Table,
+        selector: &VersionSelector,
+    ) -> Result<TableSnapshot> {
+        let loaded = self.iceberg_table(table).await?;
+        let version = match selector {
+            VersionSelector::Latest => loaded.latest(),
+            VersionSelector::Version(version) => loaded.resolve_version(*version)?,
+            VersionSelector::AsOfTimestamp(timestamp) => loaded.resolve_timestamp(*timestamp)?,
+        };
+        let metadata = loaded
+            .delta_metadata(&version)
+            .map_err(|error| table_error(table, error))?;
+        let column_mapping = loaded.needs_column_mapping();
+        Ok(TableSnapshot {
+            version: version.version,
+            bucket: loaded.bucket.clone(),
+            location: loaded.root.clone(),
+            protocol: loaded.delta_protocol(&version),
+            metadata,
+            needs: loaded.table_needs(&version),
+            partition_columns: loaded.partition_columns(&version),
+            physical_names: if column_mapping {
+                loaded
+                    .schema_of(&version)?
+                    .fields
+                    .iter()
+                    .map(|field| (field.name.clone(), field.name.clone()))
+                    .collect()
+            } else {
+                HashMap::new()
+            },
+            source: SnapshotSource::Iceberg {
+                table: loaded,
+                version,
+            },
+        })
+    }
+
+    /// Runs `future` to completion on the calling (blocking) thread, inside the replay
+    /// pool's runtime.
+    pub fn block_on<T>(&self, future: impl std::future::Future<Output = T>) -> T {
+        let _runtime = self.executor.enter();
+        futures::executor::block_on(future)
+    }
+
     /// Commit time (ms) of a snapshot's version.
     pub fn timestamp_blocking(&self, snapshot: &TableSnapshot) -> Result<i64> {
+        if let SnapshotSource::Iceberg { version, .. } = &snapshot.source {
+            return Ok(version.timestamp_ms().unwrap_or(0));
+        }
         let engine = self.engine(&snapshot.bucket);
         snapshot
             .delta()?
@@ -529,6 +701,35 @@ fn describe(snapshot: SnapshotRef, bucket: String, location: String) -> Result<T
         partition_columns,
         physical_names,
     })
+}
+
+/// `table_error` when only the table's root is known.
+fn iceberg_error(root: &str, error: SharingError) -> SharingError {
+    match error.kind {
+        ErrorKind::Internal | ErrorKind::NotFound => SharingError::new(
+            ErrorKind::TableUnreadable,
+            format!(
+                "the Iceberg table at '{root}' cannot be read: {}",
+                error.message
+            ),
+        ),
+        _ => error,
+    }
+}
+
+/// An Iceberg table's own files are broken: a clear error for that table, not a hidden one.
+fn table_error(table: &Table, error: SharingError) -> SharingError {
+    match error.kind {
+        ErrorKind::Internal => SharingError::new(
+            ErrorKind::TableUnreadable,
+            format!("table '{}' cannot be read: {}", table.name, error.message),
+        ),
+        ErrorKind::NotFound => SharingError::new(
+            ErrorKind::TableUnreadable,
+            format!("table '{}' cannot be read: {}", table.name, error.message),
+        ),
+        _ => error,
+    }
 }
 
 fn load_error(message: &str) -> SharingError {

@@ -17,12 +17,12 @@ use time::OffsetDateTime;
 
 use crate::body::{empty_body, full_body, ResponseBody};
 use crate::capabilities::{choose_format, Capabilities, ResponseFormat, CAPABILITIES_HEADER};
-use crate::catalog::Table;
+use crate::catalog::{SourceType, Table};
 use crate::delta::files::{ActiveFiles, FileRow};
 use crate::delta::lines::{
     end_stream_line, metadata_line, protocol_line, FileIdHash, FileLineContext,
 };
-use crate::delta::{DeltaTables, TableSnapshot, VersionSelector};
+use crate::delta::{DeltaTables, SnapshotSource, TableSnapshot, VersionSelector};
 use crate::error::{Result, SharingError};
 use crate::predicate::{
     live_records, might_match, parse_predicate, FileFacts, LimitTracker, PartitionValues, Predicate,
@@ -110,11 +110,7 @@ impl DeltaRoutes {
                 self.blocking(move |tables| tables.version_at_or_after_blocking(&table, timestamp))
                     .await?
             }
-            None => self
-                .resolve(&table, VersionSelector::Latest)
-                .await?
-                
-                .version,
+            None => self.resolve(&table, VersionSelector::Latest).await?.version,
         };
         let mut response = Response::new(empty_body());
         set_header(&mut response, TABLE_VERSION_HEADER, &version.to_string());
@@ -202,6 +198,17 @@ impl DeltaRoutes {
         };
         let snapshot = self.resolve(request.table, snapshot_selector).await?;
         let format = choose_format(&capabilities, &snapshot.needs)?;
+        if matches!(snapshot.source, SnapshotSource::Iceberg { .. })
+            && self.tables.cached_files(&snapshot).is_none()
+        {
+            // An Iceberg version's files are listed (and checked) before the answer starts,
+            // so a broken manifest or a row-level delete is an error status, not a cut stream.
+            let listed = snapshot.clone();
+            self.blocking(move |tables| {
+                tables.visit_active_files(&listed, usize::MAX, |_, _| ControlFlow::Break(()))
+            })
+            .await?;
+        }
         let id_hash = id_hash_header.unwrap_or(FileIdHash::default_for(format));
         let version = snapshot.version;
         let line_version = (selector != VersionSelector::Latest).then_some(version);
@@ -346,6 +353,9 @@ impl DeltaRoutes {
         table: &Table,
         selector: VersionSelector,
     ) -> Result<TableSnapshot> {
+        if table.source_type == SourceType::Iceberg {
+            return self.tables.iceberg_snapshot(table, &selector).await;
+        }
         if selector == VersionSelector::Latest {
             if let Some(current) = self.tables.latest_if_current(table).await {
                 return Ok(current);

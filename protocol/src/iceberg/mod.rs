@@ -144,27 +144,10 @@ pub async fn data_files(
     version: &TableVersion,
     mut visit: impl FnMut(IcebergDataFile) -> ControlFlow<()>,
 ) -> Result<()> {
-    let Some(snapshot) = &version.snapshot else {
+    if version.snapshot.is_none() {
         return Ok(());
-    };
-    let manifests = table.manifest_files(store, snapshot).await?;
-    for manifest in manifests
-        .iter()
-        .filter(|m| m.content != manifest::CONTENT_DATA)
-    {
-        let bytes = read_required(
-            store,
-            &table.object_key(&manifest.manifest_path)?,
-            "manifest",
-        )
-        .await?;
-        manifest::for_each_entry(&bytes, &manifest.manifest_path, |entry| {
-            if entry.status == manifest::STATUS_DELETED {
-                return Ok(ControlFlow::Continue(()));
-            }
-            Err(table.row_level_error(snapshot, entry.data_file.content))
-        })?;
     }
+    let manifests = check_servable(store, table, version).await?;
     let translator = table.file_translator(version)?;
     for manifest in manifests
         .iter()
@@ -192,6 +175,38 @@ pub async fn data_files(
         }
     }
     Ok(())
+}
+
+/// Checks that `version` can be served exactly (no live row-level delete files, a schema
+/// that translates) and returns its manifests. Reads only the delete manifests.
+pub async fn check_servable(
+    store: &dyn ObjectStore,
+    table: &IcebergTable,
+    version: &TableVersion,
+) -> Result<Vec<ManifestFile>> {
+    let Some(snapshot) = &version.snapshot else {
+        return Ok(Vec::new());
+    };
+    table.file_translator(version)?;
+    let manifests = table.manifest_files(store, snapshot).await?;
+    for manifest in manifests
+        .iter()
+        .filter(|m| m.content != manifest::CONTENT_DATA)
+    {
+        let bytes = read_required(
+            store,
+            &table.object_key(&manifest.manifest_path)?,
+            "manifest",
+        )
+        .await?;
+        manifest::for_each_entry(&bytes, &manifest.manifest_path, |entry| {
+            if entry.status == manifest::STATUS_DELETED {
+                return Ok(ControlFlow::Continue(()));
+            }
+            Err(table.row_level_error(snapshot, entry.data_file.content))
+        })?;
+    }
+    Ok(manifests)
 }
 
 /// The files `version`'s snapshot added and removed (file level). Row-level delete files
@@ -382,17 +397,21 @@ impl IcebergTable {
             if self.column_mapping {
                 features.push("columnMapping");
             }
+            let mut writer_features = features.clone();
+            writer_features.push("changeDataFeed");
             return json!({
                 "minReaderVersion": 3,
                 "minWriterVersion": 7,
                 "readerFeatures": features,
-                "writerFeatures": features,
+                "writerFeatures": writer_features,
             });
         }
+        // Writer 4 carries the change data feed: every version's changes are exact at the
+        // file level (`/changes`).
         if self.column_mapping {
             json!({"minReaderVersion": 2, "minWriterVersion": 5})
         } else {
-            json!({"minReaderVersion": 1, "minWriterVersion": 2})
+            json!({"minReaderVersion": 1, "minWriterVersion": 4})
         }
     }
 
@@ -422,6 +441,7 @@ impl IcebergTable {
         let schema = self.schema_of(version)?;
         let schema_string = schema::delta_schema_string(schema, self.column_mapping)?;
         let mut configuration = serde_json::Map::new();
+        configuration.insert("delta.enableChangeDataFeed".into(), json!("true"));
         if self.column_mapping {
             configuration.insert("delta.columnMapping.mode".into(), json!("id"));
             let max_id = self

@@ -148,7 +148,12 @@ pub fn delta_primitive_name(primitive: &Primitive, column: &str) -> Result<Strin
         Primitive::Timestamp => "timestamp_ntz".to_string(),
         Primitive::Timestamptz => "timestamp".to_string(),
         Primitive::String => "string".to_string(),
-        Primitive::Uuid | Primitive::Fixed(_) | Primitive::Binary => "binary".to_string(),
+        Primitive::Binary => "binary".to_string(),
+        // Stored as Parquet fixed-length byte arrays, which Delta readers refuse as binary.
+        Primitive::Uuid => return Err(unsupported_type(column, "uuid")),
+        Primitive::Fixed(length) => {
+            return Err(unsupported_type(column, &format!("fixed[{length}]")))
+        }
         Primitive::Time => return Err(unsupported_type(column, "time")),
         Primitive::Other(name) => return Err(unsupported_type(column, name)),
     };
@@ -460,8 +465,8 @@ mod tests {
                 {"id": 8, "name": "ts", "required": false, "type": "timestamp"},
                 {"id": 9, "name": "tstz", "required": false, "type": "timestamptz"},
                 {"id": 10, "name": "s", "required": false, "type": "string"},
-                {"id": 11, "name": "u", "required": false, "type": "uuid"},
-                {"id": 12, "name": "fx", "required": false, "type": "fixed[16]"},
+                {"id": 11, "name": "u", "required": false, "type": "binary"},
+                {"id": 12, "name": "fx", "required": false, "type": "binary"},
                 {"id": 13, "name": "bin", "required": false, "type": "binary"},
                 {"id": 14, "name": "st", "required": false, "type": {
                     "type": "struct", "fields": [
@@ -477,6 +482,19 @@ mod tests {
                         "element": "long"}}}
             ]
         }))
+    }
+
+    #[test]
+    fn fixed_length_types_are_refused_by_name() {
+        for (type_name, shown) in [("uuid", "uuid"), ("fixed[16]", "fixed[16]")] {
+            let refused = schema(json!({
+                "type": "struct", "schema-id": 0,
+                "fields": [{"id": 1, "name": "c", "required": false, "type": type_name}]
+            }));
+            let error = delta_schema_string(&refused, false).unwrap_err();
+            assert_eq!(error.kind, ErrorKind::Unsupported);
+            assert!(error.message.contains(shown), "{}", error.message);
+        }
     }
 
     #[test]

@@ -257,7 +257,8 @@ async fn delta_protocol_and_metadata_carry_column_mapping_after_a_rename() {
     assert_eq!(metadata["createdTime"], json!(1700000000000i64));
     assert_eq!(
         metadata["configuration"],
-        json!({"delta.columnMapping.mode": "id", "delta.columnMapping.maxColumnId": "3"})
+        json!({"delta.enableChangeDataFeed": "true", "delta.columnMapping.mode": "id",
+            "delta.columnMapping.maxColumnId": "3"})
     );
     let schema: Value = serde_json::from_str(metadata["schemaString"].as_str().unwrap()).unwrap();
     assert_eq!(schema["fields"][1]["name"], json!("full_name"));
@@ -287,11 +288,11 @@ async fn tables_without_renames_use_plain_protocols() {
     let latest = table.latest();
     assert_eq!(
         table.delta_protocol(&latest),
-        json!({"minReaderVersion": 1, "minWriterVersion": 2})
+        json!({"minReaderVersion": 1, "minWriterVersion": 4})
     );
     assert_eq!(
         table.delta_metadata(&latest).unwrap()["configuration"],
-        json!({})
+        json!({"delta.enableChangeDataFeed": "true"})
     );
     assert!(table.table_needs(&latest).parquet_readable());
 
@@ -303,7 +304,8 @@ async fn tables_without_renames_use_plain_protocols() {
     assert_eq!(
         table.delta_protocol(&table.latest()),
         json!({"minReaderVersion": 3, "minWriterVersion": 7,
-               "readerFeatures": ["timestampNtz"], "writerFeatures": ["timestampNtz"]})
+               "readerFeatures": ["timestampNtz"],
+               "writerFeatures": ["timestampNtz", "changeDataFeed"]})
     );
 }
 
