@@ -217,6 +217,32 @@ def test_all_primitive_types_and_history(node, tmp_path):
     version = requests.get(f"{base}/version", headers=headers, timeout=30)
     assert version.headers["delta-table-version"] == str(table.refresh().metadata
                                                         .current_snapshot().sequence_number)
+    # Time travel by timestamp, and the first version at or after a time.
+    snapshots = table.refresh().metadata.snapshots
+    second = snapshots[1]
+    when = datetime.datetime.fromtimestamp(second.timestamp_ms / 1000, datetime.timezone.utc)
+    at_time = load(profile, "types.s.types", timestamp=when.isoformat(), use_delta_format=True)
+    assert_same_rows(at_time, scan(table, second.snapshot_id), "types as of the 2nd snapshot")
+    after = requests.get(f"{base}/version", headers=headers, timeout=30,
+                         params={"startingTimestamp": when.isoformat()})
+    assert after.headers["delta-table-version"] == str(second.sequence_number), after.text
+
+    # Pages over an Iceberg version: the same files as the unpaged answer.
+    delta_format = {**headers, "delta-sharing-capabilities": "responseformat=delta"}
+    whole = requests.post(f"{base}/query", headers=delta_format, json={}, timeout=30)
+    whole_ids = sorted(json.loads(line)["file"]["id"] for line in whole.text.splitlines()[2:])
+    paged_ids, token, pages = [], None, 0
+    while True:
+        body = {"maxFiles": 1, **({"pageToken": token} if token else {})}
+        page = requests.post(f"{base}/query", headers=delta_format, json=body, timeout=30)
+        lines = [json.loads(line) for line in page.text.splitlines()]
+        paged_ids += [line["file"]["id"] for line in lines[2:-1]]
+        pages += 1
+        token = lines[-1]["endStreamAction"].get("nextPageToken")
+        if not token:
+            break
+    assert pages == 3 and sorted(paged_ids) == whole_ids
+
     # The change feed of appends: every appended row, with its version.
     changes = load_changes(profile, "types.s.types", starting_version=2, use_delta_format=True)
     assert sorted(changes["_commit_version"].unique().tolist()) == [2, 3]
