@@ -308,3 +308,30 @@ def test_streaming_query_returns_each_version(node):
                    {"startingVersion": 0, "endingVersion": 7})
     assert too_far.status_code == 400
     assert "End version cannot be greater than the latest version" in too_far.text
+
+
+def test_streaming_includes_historical_protocols_when_asked(node):
+    """`includeHistoricalProtocol` (delta format): a protocol upgrade inside the range is a
+    protocol line with its version; without the flag, or in parquet, there is none."""
+    import pandas as pd
+    from deltalake import DeltaTable, write_deltalake
+    from deltalake.table import TableFeatures
+
+    server, token, _, _ = node
+    options = server.storage_options()
+    write_deltalake(table_uri("upgraded"), pd.DataFrame({"n": [1]}), storage_options=options)
+    DeltaTable(table_uri("upgraded"), storage_options=options).alter.add_feature(
+        TableFeatures.DeletionVectors, allow_protocol_versions_increase=True)
+    write_deltalake(table_uri("upgraded"), pd.DataFrame({"n": [2]}), mode="append",
+                    storage_options=options)
+    upgraded = share(server, "upgrades", ["upgraded"])
+    path = f"/shares/upgrades/schemas/{SCHEMA}/tables/upgraded/query"
+    delta = {"delta-sharing-capabilities":
+             "responseformat=delta;readerfeatures=deletionvectors"}
+    lines = ndjson(post(server, upgraded, path,
+                        {"startingVersion": 0, "includeHistoricalProtocol": True}, **delta))
+    historical = [line["protocol"] for line in lines[1:] if "protocol" in line]
+    assert [entry["version"] for entry in historical] == [1], lines
+    assert "deletionVectors" in historical[0]["deltaProtocol"]["readerFeatures"]
+    plain = ndjson(post(server, upgraded, path, {"startingVersion": 0}, **delta))
+    assert not any("protocol" in line for line in plain[1:])

@@ -140,6 +140,8 @@ struct Feed {
     kind: FeedKind,
     start: u64,
     include_historical_metadata: bool,
+    /// Protocol changes inside the range become lines (streaming, delta format).
+    include_historical_protocol: bool,
     /// The snapshot lines 1 and 2 describe.
     head: TableSnapshot,
     commits: Vec<Commit>,
@@ -161,6 +163,7 @@ impl DeltaRoutes {
             params.start,
             params.end,
             params.include_historical_metadata,
+            false,
         )
         .await
     }
@@ -172,6 +175,7 @@ impl DeltaRoutes {
         request: TableRequest<'_>,
         starting_version: i64,
         ending_version: Option<i64>,
+        include_historical_protocol: bool,
     ) -> Result<Response<ResponseBody>> {
         let start = u64::try_from(starting_version)
             .map_err(|_| SharingError::invalid("startingVersion cannot be negative"))?;
@@ -189,6 +193,7 @@ impl DeltaRoutes {
             RangeBound::Version(start),
             end,
             true,
+            include_historical_protocol,
         )
         .await
     }
@@ -200,6 +205,7 @@ impl DeltaRoutes {
         start: RangeBound,
         end: Option<RangeBound>,
         include_historical_metadata: bool,
+        include_historical_protocol: bool,
     ) -> Result<Response<ResponseBody>> {
         let capabilities = capabilities(request.headers);
         let id_hash_header = match request.headers.get("fileidhash") {
@@ -208,7 +214,7 @@ impl DeltaRoutes {
         };
         let table = request.table.clone();
         let tables = self.tables.clone();
-        let feed = tokio::task::spawn_blocking(move || {
+        let mut feed = tokio::task::spawn_blocking(move || {
             resolve_blocking(
                 &tables,
                 &table,
@@ -221,6 +227,8 @@ impl DeltaRoutes {
         .await
         .map_err(|error| SharingError::internal(format!("replay task: {error}")))??;
         let format = choose_format(&capabilities, &feed.head.needs)?;
+        feed.include_historical_protocol =
+            include_historical_protocol && format == ResponseFormat::Delta;
         if format == ResponseFormat::Parquet && feed.kind == FeedKind::Streaming {
             check_reader_version_in_range(&feed)?;
         }
@@ -333,6 +341,7 @@ fn resolve_blocking(
             kind,
             start,
             include_historical_metadata,
+            include_historical_protocol: false,
             head,
             commits,
         });
@@ -369,6 +378,7 @@ fn resolve_blocking(
         kind,
         start,
         include_historical_metadata,
+        include_historical_protocol: false,
         head,
         commits,
     })
@@ -598,7 +608,12 @@ fn encode_feed(
                 .any(|action| action.get("cdc").is_some());
         let skip_files = feed.kind == FeedKind::ChangeData && is_no_op_merge(commit);
         for action in &commit.actions {
-            let line = if let Some(metadata) = action.get("metaData") {
+            let line = if let Some(protocol) = action.get("protocol") {
+                if !(feed.include_historical_protocol && commit.version > feed.start) {
+                    continue;
+                }
+                json!({"protocol": {"deltaProtocol": protocol, "version": commit.version}})
+            } else if let Some(metadata) = action.get("metaData") {
                 if !(metadata_wanted && commit.version > feed.start) {
                     continue;
                 }

@@ -173,7 +173,12 @@ impl DeltaRoutes {
         if let Some(starting_version) = query.starting_version {
             request.require_history()?;
             return self
-                .streaming_query(request, starting_version, query.ending_version)
+                .streaming_query(
+                    request,
+                    starting_version,
+                    query.ending_version,
+                    query.include_historical_protocol,
+                )
                 .await;
         }
         let capabilities = capabilities(request.headers);
@@ -817,6 +822,7 @@ pub struct QueryRequest {
     pub page_token: Option<String>,
     pub include_refresh_token: bool,
     pub refresh_token: Option<String>,
+    pub include_historical_protocol: bool,
     pub idempotency_key: Option<String>,
 }
 
@@ -862,6 +868,9 @@ impl QueryRequest {
                 "maxFiles" => request.max_files = Some(parse_long(value)?),
                 "pageToken" => request.page_token = Some(string_field(name, value)?),
                 "includeRefreshToken" => request.include_refresh_token = parse_bool(name, value)?,
+                "includeHistoricalProtocol" => {
+                    request.include_historical_protocol = parse_bool(name, value)?
+                }
                 "refreshToken" => request.refresh_token = Some(string_field(name, value)?),
                 "idempotencyKey" | "idempotency_key" => {
                     request.idempotency_key = Some(string_field(name, value)?)
