@@ -82,6 +82,27 @@ impl ChangesParams {
         if let (RangeBound::Version(start), Some(RangeBound::Version(end))) = (start, end) {
             check_range_order(start, end)?;
         }
+        // Pages of change feeds are not served yet: every answer is whole (a client that
+        // asked for pages gets no endStreamAction, which the protocol allows); the page size
+        // is still checked so bad input gets the reference's 400.
+        if let Some(text) = query_value(query, "maxFiles") {
+            match text.trim().parse::<i64>() {
+                Ok(max_files) if max_files <= 0 => {
+                    return Err(SharingError::invalid("maxFiles must be positive"))
+                }
+                Ok(max_files) if max_files > i64::from(i32::MAX) => {
+                    return Err(SharingError::invalid(format!(
+                        "Not an int32 value: {max_files}"
+                    )))
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    return Err(SharingError::invalid(format!(
+                        "Not a numeric value: {text}"
+                    )))
+                }
+            }
+        }
         Ok(ChangesParams {
             start,
             end,
@@ -753,6 +774,28 @@ mod tests {
             .iter()
             .map(|(key, value)| (key.to_string(), value.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn changes_page_sizes_are_checked() {
+        for (value, wording) in [
+            ("0", "maxFiles must be positive"),
+            ("-3", "maxFiles must be positive"),
+            ("4294967296", "Not an int32 value"),
+            ("ten", "Not a numeric value"),
+        ] {
+            let error =
+                ChangesParams::parse(&query(&[("startingVersion", "0"), ("maxFiles", value)]))
+                    .unwrap_err();
+            assert!(
+                error.message.contains(wording),
+                "{value}: {}",
+                error.message
+            );
+        }
+        assert!(
+            ChangesParams::parse(&query(&[("startingVersion", "0"), ("maxFiles", "10")])).is_ok()
+        );
     }
 
     #[test]
