@@ -74,7 +74,7 @@ pub struct DeltaTables {
 /// was before that snapshot was read: while the counter has not moved, it is still the latest.
 #[derive(Clone)]
 struct LatestSnapshot {
-    described: TableSnapshot,
+    described: Arc<TableSnapshot>,
     log_writes: Arc<AtomicU64>,
     log_writes_seen: u64,
 }
@@ -193,7 +193,7 @@ impl DeltaTables {
     /// written into its `_delta_log/` through this node since it was read: no lookup at all.
     /// Otherwise one metadata lookup: Delta writes every version as
     /// `_delta_log/<version>.json`, so a missing next commit file means no newer version.
-    pub async fn latest_if_current(&self, table: &Table) -> Option<TableSnapshot> {
+    pub async fn latest_if_current(&self, table: &Table) -> Option<Arc<TableSnapshot>> {
         let (bucket, location) = table_location(table).ok()?;
         let latest = self
             .latest_described
@@ -423,7 +423,7 @@ impl DeltaTables {
                 .insert(
                     table.id.clone(),
                     LatestSnapshot {
-                        described: described.clone(),
+                        described: Arc::new(described.clone()),
                         log_writes,
                         log_writes_seen,
                     },

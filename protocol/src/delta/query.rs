@@ -110,7 +110,10 @@ impl DeltaRoutes {
                 self.blocking(move |tables| tables.version_at_or_after_blocking(&table, timestamp))
                     .await?
             }
-            None => self.resolve(&table, VersionSelector::Latest).await?.version,
+            None => match self.tables.latest_if_current(&table).await {
+                Some(current) => current.version,
+                None => self.resolve(&table, VersionSelector::Latest).await?.version,
+            },
         };
         let mut response = Response::new(empty_body());
         set_header(&mut response, TABLE_VERSION_HEADER, &version.to_string());
@@ -363,7 +366,7 @@ impl DeltaRoutes {
         }
         if selector == VersionSelector::Latest {
             if let Some(current) = self.tables.latest_if_current(table).await {
-                return Ok(current);
+                return Ok(TableSnapshot::clone(&current));
             }
         }
         let table = table.clone();
