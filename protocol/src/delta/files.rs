@@ -2,11 +2,12 @@
 //! scan rows with the replay's selection applied, kept as arrow batches. Each row is lent to
 //! callers as a `FileRow` of borrowed columns; no action object is built per file.
 //!
-//! Invariant: a list's order is the order of a full log replay of its version (newest
-//! commits first, then the checkpoint). An incremental build (new commits replayed on top of
-//! the list of an older version with the same checkpoint) yields the same order, so a file's
-//! index in the list is stable for a version however the list was built; page tokens rely
-//! on it.
+//! Invariant: a list's order is fixed by how it was built, and its `order_id` names that
+//! build: a full replay of a version always yields the same order (`full_order_id`); an
+//! incremental build (new commits replayed on top of an older list) usually yields the same
+//! order too, but not always (log compaction files are read in a full replay, not in an
+//! incremental one), so it gets its own id. Page tokens carry the id of the list they index
+//! into, and a page is served only from a list with that id.
 
 use std::ops::ControlFlow;
 
@@ -53,6 +54,7 @@ pub struct FileRow<'a> {
 /// The active files of one table version, in replay order.
 pub struct ActiveFiles {
     version: u64,
+    order_id: u64,
     batches: Vec<RecordBatch>,
     /// Index of each batch's first file.
     batch_starts: Vec<usize>,
@@ -63,6 +65,11 @@ pub struct ActiveFiles {
 impl ActiveFiles {
     pub fn version(&self) -> u64 {
         self.version
+    }
+
+    /// Names the order of the list (see the module doc).
+    pub fn order_id(&self) -> u64 {
+        self.order_id
     }
 
     pub fn len(&self) -> usize {
@@ -117,10 +124,12 @@ pub struct ActiveFilesBuilder {
 }
 
 impl ActiveFilesBuilder {
-    pub fn new(version: u64, bytes_max: usize) -> Self {
+    /// A list of `version` whose order is named `order_id`.
+    pub fn new(version: u64, order_id: u64, bytes_max: usize) -> Self {
         ActiveFilesBuilder {
             files: ActiveFiles {
                 version,
+                order_id,
                 batches: Vec::new(),
                 batch_starts: Vec::new(),
                 len: 0,
@@ -159,6 +168,21 @@ impl ActiveFilesBuilder {
     pub fn finish(self) -> Option<ActiveFiles> {
         (!self.over_budget).then_some(self.files)
     }
+}
+
+/// The order id of a full replay of `version`.
+pub fn full_order_id(version: u64) -> u64 {
+    order_hash(&("full", version))
+}
+
+/// The order id of a list of `version` built on top of the list `base`.
+pub fn incremental_order_id(base: &ActiveFiles, version: u64) -> u64 {
+    order_hash(&("incremental", base.order_id, base.version, version))
+}
+
+fn order_hash(parts: &impl std::hash::Hash) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(parts)
 }
 
 /// Replays the log of `table` and calls `visit` with each batch of active files (selection
@@ -439,4 +463,71 @@ fn string_at(column: &dyn Array, row: usize) -> Option<&str> {
     column
         .as_string_view_opt()
         .map(|strings| strings.value(row))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn order_ids_name_how_a_list_was_built() {
+        assert_eq!(full_order_id(7), full_order_id(7));
+        assert_ne!(full_order_id(7), full_order_id(8));
+        let base = ActiveFilesBuilder::new(5, full_order_id(5), 1 << 20)
+            .finish()
+            .unwrap();
+        let incremental = incremental_order_id(&base, 7);
+        assert_ne!(incremental, full_order_id(7));
+        assert_eq!(incremental, incremental_order_id(&base, 7));
+        assert_ne!(incremental, incremental_order_id(&base, 8));
+    }
+
+    #[test]
+    fn iceberg_rows_read_back_and_a_list_over_budget_is_dropped() {
+        let files = vec![IcebergDataFile {
+            key: "t/data/a b.parquet".into(),
+            file_path: "s3://lake/t/data/a b.parquet".into(),
+            size_bytes: 10,
+            record_count: 2,
+            partition_values: vec![("p".into(), Some("x".into())), ("q".into(), None)],
+            stats: r#"{"numRecords":2}"#.into(),
+        }];
+        let batch = iceberg_scan_rows(&files, "t/", 1_000).unwrap();
+        let mut seen = Vec::new();
+        let flow = visit_batch(&batch, 0, |index, file| {
+            seen.push((
+                index,
+                file.path.to_string(),
+                file.size,
+                file.partition_values
+                    .clone()
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v.map(str::to_string)))
+                    .collect::<Vec<_>>(),
+            ));
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        assert!(flow.is_continue());
+        assert_eq!(
+            seen,
+            vec![(
+                0,
+                "data/a%20b.parquet".to_string(),
+                10,
+                vec![
+                    ("p".to_string(), Some("x".to_string())),
+                    ("q".to_string(), None)
+                ]
+            )]
+        );
+        let mut tight = ActiveFilesBuilder::new(1, full_order_id(1), 16);
+        assert!(!tight.push(batch.clone()));
+        assert_eq!(tight.next_index(), 1);
+        assert!(tight.finish().is_none());
+        let mut roomy = ActiveFilesBuilder::new(1, full_order_id(1), 1 << 20);
+        assert!(roomy.push(batch));
+        let list = roomy.finish().unwrap();
+        assert_eq!((list.len(), list.version()), (1, 1));
+    }
 }

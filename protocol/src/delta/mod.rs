@@ -14,6 +14,7 @@ pub mod files;
 pub mod lines;
 pub mod query;
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,8 +35,8 @@ use url::Url;
 use crate::capabilities::TableNeeds;
 use crate::catalog::{SourceType, Table};
 use crate::delta::files::{
-    iceberg_scan_rows, scan_active_files, visit_batch, ActiveFiles, ActiveFilesBuilder, FileRow,
-    ICEBERG_BATCH_FILES,
+    full_order_id, iceberg_scan_rows, incremental_order_id, scan_active_files, visit_batch,
+    ActiveFiles, ActiveFilesBuilder, FileRow, ICEBERG_BATCH_FILES,
 };
 use crate::error::{ErrorKind, Result, SharingError};
 use crate::iceberg::{self, IcebergTable, TableVersion};
@@ -126,6 +127,29 @@ struct LoadedIceberg {
     table: Arc<IcebergTable>,
     metadata_writes: Arc<AtomicU64>,
     metadata_writes_seen: u64,
+}
+
+/// Which list orders a walk over a version's files may use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListOrder {
+    /// Any (a first page, or an answer without pages).
+    Any,
+    /// Only the order a page token was made in.
+    Exactly(u64),
+}
+
+impl ListOrder {
+    fn accepts(self, order_id: u64) -> bool {
+        match self {
+            ListOrder::Any => true,
+            ListOrder::Exactly(wanted) => wanted == order_id,
+        }
+    }
+}
+
+/// A page token whose list order can no longer be served (the reference's wording).
+pub fn page_token_expired() -> SharingError {
+    SharingError::invalid("The page token has expired")
 }
 
 /// Which snapshot a request asks for.
@@ -228,23 +252,43 @@ impl DeltaTables {
     }
 
     /// Calls `visit(index, file)` for the active files of `snapshot` from index `start` on,
-    /// until it breaks. From the cached list when there is one (O(files visited)); otherwise
-    /// the log is replayed (only the new commits, on top of the table's newest cached list,
-    /// when there is one) and the list is cached as it streams. After `visit` breaks, the
-    /// replay still completes the list for the cache, unless it outgrew the budget.
-    /// Blocking: call from the replay pool.
+    /// until it breaks; `order_used` is set to the order id of the list walked before the
+    /// first file is visited. From the cached list when there is one (O(files visited));
+    /// otherwise the log is replayed (only the new commits, on top of the table's newest
+    /// cached list, when `order` allows it) and the list is cached as it streams. After
+    /// `visit` breaks, the replay still completes the list for the cache, unless it outgrew
+    /// the budget. Blocking: call from the replay pool.
     pub fn visit_active_files(
         &self,
         snapshot: &TableSnapshot,
         start: usize,
+        order: ListOrder,
+        order_used: &Cell<u64>,
         mut visit: impl FnMut(usize, &FileRow<'_>) -> ControlFlow<()>,
     ) -> Result<()> {
         let root = format!("{}/{}", snapshot.bucket, snapshot.location);
         let version = snapshot.version;
-        if let Some(files) = self.file_lists.get(&(root.clone(), version)) {
-            return files.visit_from(start, visit);
+        let cached = self.file_lists.get(&(root.clone(), version));
+        if let Some(files) = &cached {
+            if order.accepts(files.order_id()) {
+                order_used.set(files.order_id());
+                return files.visit_from(start, visit);
+            }
         }
-        let base = self.incremental_base(&root, version);
+        let base = match (&snapshot.source, order) {
+            (SnapshotSource::Delta(_), ListOrder::Any) => self.incremental_base(&root, version),
+            _ => None,
+        };
+        let order_id = match &base {
+            Some(base) => incremental_order_id(base, version),
+            None => full_order_id(version),
+        };
+        if !order.accepts(order_id) {
+            return Err(page_token_expired());
+        }
+        order_used.set(order_id);
+        // A page of another order does not replace the cached list other pages rely on.
+        let cache_result = cached.is_none();
         tracing::debug!(
             %root,
             version,
@@ -253,7 +297,7 @@ impl DeltaTables {
         );
         let engine = self.engine(&snapshot.bucket);
         let budget = usize::try_from(self.file_lists_bytes_max).unwrap_or(usize::MAX);
-        let mut builder = ActiveFilesBuilder::new(version, budget);
+        let mut builder = ActiveFilesBuilder::new(version, order_id, budget);
         let mut visiting = true;
         let mut failure = None;
         // The replay runs on its own thread and hands batches over, so replaying and writing
@@ -307,7 +351,7 @@ impl DeltaTables {
             return Err(error);
         }
         scanned?;
-        if let Some(files) = builder.finish() {
+        if let Some(files) = builder.finish().filter(|_| cache_result) {
             self.file_lists
                 .insert((root.clone(), version), Arc::new(files));
             let mut newest = self
@@ -318,6 +362,15 @@ impl DeltaTables {
             *entry = (*entry).max(version);
         }
         Ok(())
+    }
+
+    /// Whether a page of `snapshot` indexed into a list of order `order_id` can be served:
+    /// the cached list has that order, or a full replay yields it.
+    pub fn serves_order(&self, snapshot: &TableSnapshot, order_id: u64) -> bool {
+        order_id == full_order_id(snapshot.version)
+            || self
+                .cached_files(snapshot)
+                .is_some_and(|files| files.order_id() == order_id)
     }
 
     /// Reads the data files of an Iceberg version as scan-row batches. Blocking.

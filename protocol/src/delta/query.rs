@@ -5,6 +5,7 @@
 //! snapshot is known, then file lines are written into buffers of `CHUNK_BYTES` and sent one
 //! by one through a bounded channel, so memory does not grow with the number of files.
 
+use std::cell::Cell;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
@@ -22,7 +23,9 @@ use crate::delta::files::{ActiveFiles, FileRow};
 use crate::delta::lines::{
     end_stream_line, metadata_line, protocol_line, FileIdHash, FileLineContext,
 };
-use crate::delta::{DeltaTables, SnapshotSource, TableSnapshot, VersionSelector};
+use crate::delta::{
+    page_token_expired, DeltaTables, ListOrder, SnapshotSource, TableSnapshot, VersionSelector,
+};
 use crate::error::{Result, SharingError};
 use crate::predicate::{
     live_records, might_match, parse_predicate, FileFacts, LimitTracker, PartitionValues, Predicate,
@@ -205,6 +208,11 @@ impl DeltaRoutes {
             (None, None) => selector,
         };
         let snapshot = self.resolve(request.table, snapshot_selector).await?;
+        if let Some(page) = &page {
+            if !self.tables.serves_order(&snapshot, page.order_id) {
+                return Err(page_token_expired());
+            }
+        }
         let format = choose_format(&capabilities, &snapshot.needs)?;
         if matches!(snapshot.source, SnapshotSource::Iceberg { .. })
             && self.tables.cached_files(&snapshot).is_none()
@@ -213,7 +221,13 @@ impl DeltaRoutes {
             // so a broken manifest or a row-level delete is an error status, not a cut stream.
             let listed = snapshot.clone();
             self.blocking(move |tables| {
-                tables.visit_active_files(&listed, usize::MAX, |_, _| ControlFlow::Break(()))
+                tables.visit_active_files(
+                    &listed,
+                    usize::MAX,
+                    ListOrder::Any,
+                    &Cell::new(0),
+                    |_, _| ControlFlow::Break(()),
+                )
             })
             .await?;
         }
@@ -239,6 +253,7 @@ impl DeltaRoutes {
             .map_or(PageStart::default(), |page| PageStart {
                 index: page.next_index,
                 records_so_far: page.records_so_far,
+                order: ListOrder::Exactly(page.order_id),
             });
 
         let mut head = String::new();
@@ -316,7 +331,7 @@ impl DeltaRoutes {
             ));
         }
         if page.expires_ms <= OffsetDateTime::now_utc().unix_timestamp() * 1000 {
-            return Err(SharingError::invalid("The page token has expired"));
+            return Err(page_token_expired());
         }
         if page.parameters_checksum != parameters_checksum {
             return Err(SharingError::invalid(
@@ -402,6 +417,9 @@ struct QueryPage {
     table_id: String,
     #[serde(rename = "v")]
     version: u64,
+    /// The order of the list the index points into (`files::ActiveFiles::order_id`).
+    #[serde(rename = "o")]
+    order_id: u64,
     /// Index in the version's active-file list of the next page's first candidate.
     #[serde(rename = "i")]
     next_index: usize,
@@ -416,10 +434,21 @@ struct QueryPage {
 }
 
 /// Where a page starts.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 struct PageStart {
     index: usize,
     records_so_far: u64,
+    order: ListOrder,
+}
+
+impl Default for PageStart {
+    fn default() -> Self {
+        PageStart {
+            index: 0,
+            records_so_far: 0,
+            order: ListOrder::Any,
+        }
+    }
 }
 
 /// Pagination of one query (`maxFiles` given).
@@ -431,10 +460,17 @@ struct Paging {
 }
 
 impl Paging {
-    fn next_page_token(&self, version: u64, next_index: usize, records_so_far: u64) -> String {
+    fn next_page_token(
+        &self,
+        version: u64,
+        order_id: u64,
+        next_index: usize,
+        records_so_far: u64,
+    ) -> String {
         let page = QueryPage {
             table_id: self.table_id.clone(),
             version,
+            order_id,
             next_index,
             records_so_far,
             parameters_checksum: self.parameters_checksum.clone(),
@@ -588,52 +624,60 @@ fn stream_files(
             return finish_stream(plan, None, expiration, out);
         }
     }
-    tables.visit_active_files(snapshot, plan.start.index, |index, file| {
-        let stats = if predicate.is_some() || limit.is_some() {
-            parse_stats(file)
-        } else {
-            None
-        };
-        if let Some(predicate) = &predicate {
-            if !file_might_match(predicate, snapshot, file, stats.as_ref()) {
-                return ControlFlow::Continue(());
-            }
-        }
-        if let Some(paging) = &plan.paging {
-            if page_files == paging.page_files_max {
-                let records = limit.as_ref().map_or(0, LimitTracker::records_so_far);
-                if limit.as_ref().is_none_or(|tracker| !tracker.is_reached()) {
-                    next_page_token = Some(paging.next_page_token(version, index, records));
+    let order_used = Cell::new(0);
+    tables.visit_active_files(
+        snapshot,
+        plan.start.index,
+        plan.start.order,
+        &order_used,
+        |index, file| {
+            let stats = if predicate.is_some() || limit.is_some() {
+                parse_stats(file)
+            } else {
+                None
+            };
+            if let Some(predicate) = &predicate {
+                if !file_might_match(predicate, snapshot, file, stats.as_ref()) {
+                    return ControlFlow::Continue(());
                 }
-                return ControlFlow::Break(());
             }
-        }
-        if let Some(tracker) = &mut limit {
-            let cardinality = file
-                .deletion_vector
-                .as_ref()
-                .map(|dv| dv.cardinality.max(0) as u64);
-            if !tracker.admit(live_records(stats.as_ref(), cardinality)) {
-                return ControlFlow::Break(());
+            if let Some(paging) = &plan.paging {
+                if page_files == paging.page_files_max {
+                    let records = limit.as_ref().map_or(0, LimitTracker::records_so_far);
+                    if limit.as_ref().is_none_or(|tracker| !tracker.is_reached()) {
+                        next_page_token =
+                            Some(paging.next_page_token(version, order_used.get(), index, records));
+                    }
+                    return ControlFlow::Break(());
+                }
             }
-        }
-        match context.write_file_line(file, &mut out.chunk) {
-            Ok(expiration_ms) => {
-                min_expiration_ms =
-                    Some(min_expiration_ms.map_or(expiration_ms, |m| m.min(expiration_ms)));
+            if let Some(tracker) = &mut limit {
+                let cardinality = file
+                    .deletion_vector
+                    .as_ref()
+                    .map(|dv| dv.cardinality.max(0) as u64);
+                if !tracker.admit(live_records(stats.as_ref(), cardinality)) {
+                    return ControlFlow::Break(());
+                }
             }
-            Err(error) => {
-                failure = Some(error);
-                return ControlFlow::Break(());
+            match context.write_file_line(file, &mut out.chunk) {
+                Ok(expiration_ms) => {
+                    min_expiration_ms =
+                        Some(min_expiration_ms.map_or(expiration_ms, |m| m.min(expiration_ms)));
+                }
+                Err(error) => {
+                    failure = Some(error);
+                    return ControlFlow::Break(());
+                }
             }
-        }
-        page_files += 1;
-        if out.flush_when_full() {
-            ControlFlow::Continue(())
-        } else {
-            ControlFlow::Break(())
-        }
-    })?;
+            page_files += 1;
+            if out.flush_when_full() {
+                ControlFlow::Continue(())
+            } else {
+                ControlFlow::Break(())
+            }
+        },
+    )?;
     if let Some(error) = failure {
         return Err(error);
     }
