@@ -46,6 +46,8 @@ pub type KernelEngine = DefaultEngine<TokioMultiThreadExecutor>;
 
 /// Snapshots kept per table and version.
 const SNAPSHOTS_CACHED_MAX: u64 = 1024;
+/// File lists built at the same time.
+const REPLAYS_MAX: usize = 2;
 /// Replayed batches waiting for the line writer.
 const SCAN_BATCHES_IN_FLIGHT: usize = 4;
 /// Default budget of the active-file list cache.
@@ -69,6 +71,8 @@ pub struct DeltaTables {
     newest_listed: Mutex<HashMap<String, u64>>,
     /// table root `bucket/location` → its loaded Iceberg metadata.
     iceberg_tables: Mutex<HashMap<String, LoadedIceberg>>,
+    /// Permits to build a file list (`REPLAYS_MAX`).
+    replays: tokio::sync::Semaphore,
 }
 
 /// The newest snapshot of a table and the write counter of its `_delta_log/` folder as it
@@ -139,7 +143,7 @@ pub enum ListOrder {
 }
 
 impl ListOrder {
-    fn accepts(self, order_id: u64) -> bool {
+    pub fn accepts(self, order_id: u64) -> bool {
         match self {
             ListOrder::Any => true,
             ListOrder::Exactly(wanted) => wanted == order_id,
@@ -187,6 +191,7 @@ impl DeltaTables {
             file_lists_bytes_max,
             newest_listed: Mutex::new(HashMap::new()),
             iceberg_tables: Mutex::new(HashMap::new()),
+            replays: tokio::sync::Semaphore::new(REPLAYS_MAX),
         }))
     }
 
@@ -268,13 +273,24 @@ impl DeltaTables {
     ) -> Result<()> {
         let root = format!("{}/{}", snapshot.bucket, snapshot.location);
         let version = snapshot.version;
-        let cached = self.file_lists.get(&(root.clone(), version));
-        if let Some(files) = &cached {
-            if order.accepts(files.order_id()) {
-                order_used.set(files.order_id());
-                return files.visit_from(start, visit);
-            }
+        let cached_in_order = || {
+            self.file_lists
+                .get(&(root.clone(), version))
+                .filter(|files| order.accepts(files.order_id()))
+        };
+        if let Some(files) = cached_in_order() {
+            order_used.set(files.order_id());
+            return files.visit_from(start, visit);
         }
+        // At most `REPLAYS_MAX` lists are built at once (each holds up to the cache budget
+        // until it is cached); a query that waited finds the list another one just built.
+        let _replay = futures::executor::block_on(self.replays.acquire())
+            .map_err(|_| SharingError::internal("the replay limiter is closed"))?;
+        if let Some(files) = cached_in_order() {
+            order_used.set(files.order_id());
+            return files.visit_from(start, visit);
+        }
+        let cached = self.file_lists.get(&(root.clone(), version));
         let base = match (&snapshot.source, order) {
             (SnapshotSource::Delta(_), ListOrder::Any) => self.incremental_base(&root, version),
             _ => None,

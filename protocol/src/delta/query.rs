@@ -269,11 +269,11 @@ impl DeltaRoutes {
             paging,
             end_stream,
         };
-        let small_cached_list = self
-            .tables
-            .cached_files(&snapshot)
-            .is_some_and(|files| files.len().saturating_sub(start.index) <= INLINE_FILES_MAX);
-        let body = if small_cached_list {
+        let small_cached_list = self.tables.cached_files(&snapshot).filter(|files| {
+            plan.start.order.accepts(files.order_id())
+                && files.len().saturating_sub(start.index) <= INLINE_FILES_MAX
+        });
+        let body = if let Some(files) = small_cached_list {
             // A few files from memory: written here, no hand-over to another thread.
             let mut out = ChunkSender::in_memory(head.as_bytes());
             stream_files(
@@ -282,6 +282,7 @@ impl DeltaRoutes {
                 &snapshot,
                 &query,
                 &plan,
+                Some(files),
                 &mut out,
             )?;
             full_body(out.chunk.freeze())
@@ -292,7 +293,10 @@ impl DeltaRoutes {
             let presigner = self.presigner.clone();
             tokio::task::spawn_blocking(move || {
                 let mut out = ChunkSender::new(sender, head.as_bytes());
-                let result = stream_files(&tables, &presigner, &snapshot, &query, &plan, &mut out);
+                let cached = tables.cached_files(&snapshot);
+                let result = stream_files(
+                    &tables, &presigner, &snapshot, &query, &plan, cached, &mut out,
+                );
                 if let Err(error) = result {
                     tracing::warn!(%error, "query stream failed");
                     out.fail(error.to_string());
@@ -579,16 +583,19 @@ impl ChunkSender {
     }
 }
 
-/// Writes the file lines of one page (or of the whole snapshot) and the end of the stream;
-/// runs on the replay pool.
+/// Writes the file lines of one page (or of the whole snapshot) and the end of the stream.
+/// From `cached` (the version's list, already looked up) when it has the page's order;
+/// otherwise the list is walked or built on the replay pool (blocking).
 fn stream_files(
     tables: &DeltaTables,
     presigner: &Presigner,
     snapshot: &TableSnapshot,
     query: &QueryRequest,
     plan: &StreamPlan,
+    cached: Option<Arc<ActiveFiles>>,
     out: &mut ChunkSender,
 ) -> Result<()> {
+    let cached = cached.filter(|files| plan.start.order.accepts(files.order_id()));
     let context = FileLineContext::new(
         plan.format,
         snapshot,
@@ -612,72 +619,73 @@ fn stream_files(
     let mut failure = None;
     let mut next_page_token = None;
     if limit.is_none() && plan.paging.is_none() {
-        if let Some(files) = tables.cached_files(snapshot) {
-            let expiration = write_lines_in_parallel(
-                &files,
-                snapshot,
-                presigner,
-                plan,
-                predicate.as_ref(),
-                out,
-            )?;
+        if let Some(files) = &cached {
+            let expiration =
+                write_lines_in_parallel(files, snapshot, presigner, plan, predicate.as_ref(), out)?;
             return finish_stream(plan, None, expiration, out);
         }
     }
     let order_used = Cell::new(0);
-    tables.visit_active_files(
-        snapshot,
-        plan.start.index,
-        plan.start.order,
-        &order_used,
-        |index, file| {
-            let stats = if predicate.is_some() || limit.is_some() {
-                parse_stats(file)
-            } else {
-                None
-            };
-            if let Some(predicate) = &predicate {
-                if !file_might_match(predicate, snapshot, file, stats.as_ref()) {
-                    return ControlFlow::Continue(());
-                }
+    let visit = |index, file: &FileRow<'_>| {
+        let stats = if predicate.is_some() || limit.is_some() {
+            parse_stats(file)
+        } else {
+            None
+        };
+        if let Some(predicate) = &predicate {
+            if !file_might_match(predicate, snapshot, file, stats.as_ref()) {
+                return ControlFlow::Continue(());
             }
-            if let Some(paging) = &plan.paging {
-                if page_files == paging.page_files_max {
-                    let records = limit.as_ref().map_or(0, LimitTracker::records_so_far);
-                    if limit.as_ref().is_none_or(|tracker| !tracker.is_reached()) {
-                        next_page_token =
-                            Some(paging.next_page_token(version, order_used.get(), index, records));
-                    }
-                    return ControlFlow::Break(());
+        }
+        if let Some(paging) = &plan.paging {
+            if page_files == paging.page_files_max {
+                let records = limit.as_ref().map_or(0, LimitTracker::records_so_far);
+                if limit.as_ref().is_none_or(|tracker| !tracker.is_reached()) {
+                    next_page_token =
+                        Some(paging.next_page_token(version, order_used.get(), index, records));
                 }
+                return ControlFlow::Break(());
             }
-            if let Some(tracker) = &mut limit {
-                let cardinality = file
-                    .deletion_vector
-                    .as_ref()
-                    .map(|dv| dv.cardinality.max(0) as u64);
-                if !tracker.admit(live_records(stats.as_ref(), cardinality)) {
-                    return ControlFlow::Break(());
-                }
+        }
+        if let Some(tracker) = &mut limit {
+            let cardinality = file
+                .deletion_vector
+                .as_ref()
+                .map(|dv| dv.cardinality.max(0) as u64);
+            if !tracker.admit(live_records(stats.as_ref(), cardinality)) {
+                return ControlFlow::Break(());
             }
-            match context.write_file_line(file, &mut out.chunk) {
-                Ok(expiration_ms) => {
-                    min_expiration_ms =
-                        Some(min_expiration_ms.map_or(expiration_ms, |m| m.min(expiration_ms)));
-                }
-                Err(error) => {
-                    failure = Some(error);
-                    return ControlFlow::Break(());
-                }
+        }
+        match context.write_file_line(file, &mut out.chunk) {
+            Ok(expiration_ms) => {
+                min_expiration_ms =
+                    Some(min_expiration_ms.map_or(expiration_ms, |m| m.min(expiration_ms)));
             }
-            page_files += 1;
-            if out.flush_when_full() {
-                ControlFlow::Continue(())
-            } else {
-                ControlFlow::Break(())
+            Err(error) => {
+                failure = Some(error);
+                return ControlFlow::Break(());
             }
-        },
-    )?;
+        }
+        page_files += 1;
+        if out.flush_when_full() {
+            ControlFlow::Continue(())
+        } else {
+            ControlFlow::Break(())
+        }
+    };
+    match &cached {
+        Some(files) => {
+            order_used.set(files.order_id());
+            files.visit_from(plan.start.index, visit)?;
+        }
+        None => tables.visit_active_files(
+            snapshot,
+            plan.start.index,
+            plan.start.order,
+            &order_used,
+            visit,
+        )?,
+    }
     if let Some(error) = failure {
         return Err(error);
     }
