@@ -616,3 +616,36 @@ def test_tables_not_yet_served_are_refused_clearly(node, tmp_path):
     assert response.status_code == 400, response.text
     assert response.json()["errorCode"] == "UNSUPPORTED_OPERATION"
     assert "UniForm" in response.json()["message"]
+
+
+def test_errors_after_the_first_line_end_the_stream_in_words(node, tmp_path):
+    """A file that cannot be shared (it lies in another bucket) is found only while lines
+    stream: a client that announced `includeendstreamaction` gets an endStreamAction with the
+    error and its status; the next query (the list now cached) gets a plain 400."""
+    server, cli = node
+    s3 = server.s3_client()
+    schema = {"type": "struct", "fields": [
+        {"name": "n", "type": "long", "nullable": True, "metadata": {}}]}
+    actions = [
+        {"protocol": {"minReaderVersion": 1, "minWriterVersion": 2}},
+        {"metaData": {"id": "0f1e2d3c-aaaa-bbbb-cccc-000000000001",
+                      "format": {"provider": "parquet", "options": {}},
+                      "schemaString": json.dumps(schema), "partitionColumns": [],
+                      "configuration": {}, "createdTime": 1700000000000}},
+        {"add": {"path": "inside.parquet", "partitionValues": {}, "size": 10,
+                 "modificationTime": 1700000000000, "dataChange": True}},
+        {"add": {"path": "s3://elsewhere/outside.parquet", "partitionValues": {}, "size": 10,
+                 "modificationTime": 1700000000000, "dataChange": True}},
+    ]
+    s3.put_object(Bucket="lake", Key="leaky/_delta_log/00000000000000000000.json",
+                  Body="\n".join(json.dumps(action) for action in actions).encode())
+    profile = share_tables(cli, tmp_path, "leaky", {"leaky": "leaky/"})
+    endpoint, headers = bearer(profile)
+    url = f"{endpoint}/shares/leaky/schemas/s/tables/leaky/query"
+    asked = {**headers, "delta-sharing-capabilities": "includeendstreamaction=true"}
+    first = requests.post(url, headers=asked, json={}, timeout=30)
+    assert first.status_code == 200
+    last = json.loads(first.text.splitlines()[-1])["endStreamAction"]
+    assert last["httpStatusErrorCode"] == 400 and "outside" in last["errorMessage"], last
+    again = requests.post(url, headers=headers, json={}, timeout=30)
+    assert again.status_code == 400 and "outside" in again.json()["message"], again.text

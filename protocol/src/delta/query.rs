@@ -26,7 +26,7 @@ use crate::delta::lines::{
 use crate::delta::{
     page_token_expired, DeltaTables, ListOrder, SnapshotSource, TableSnapshot, VersionSelector,
 };
-use crate::error::{Result, SharingError};
+use crate::error::{ErrorKind, Result, SharingError};
 use crate::predicate::{
     live_records, might_match, parse_predicate, FileFacts, LimitTracker, PartitionValues, Predicate,
 };
@@ -291,6 +291,7 @@ impl DeltaRoutes {
                 tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(CHUNKS_IN_FLIGHT_MAX);
             let tables = self.tables.clone();
             let presigner = self.presigner.clone();
+            let signal_errors_in_stream = capabilities.include_end_stream_action;
             tokio::task::spawn_blocking(move || {
                 let mut out = ChunkSender::new(sender, head.as_bytes());
                 let cached = tables.cached_files(&snapshot);
@@ -299,7 +300,11 @@ impl DeltaRoutes {
                 );
                 if let Err(error) = result {
                     tracing::warn!(%error, "query stream failed");
-                    out.fail(error.to_string());
+                    if signal_errors_in_stream {
+                        out.end_with_error(&error);
+                    } else {
+                        out.fail(error.to_string());
+                    }
                 }
             });
             let stream = futures::stream::poll_fn(move |context| receiver.poll_recv(context));
@@ -573,6 +578,23 @@ impl ChunkSender {
                 let _ = sender.blocking_send(Ok(self.chunk.split().freeze()));
             }
         }
+    }
+
+    /// Ends the body with an `endStreamAction` carrying the error (for clients that announced
+    /// `includeendstreamaction`): the lines already sent stay, the client learns why the
+    /// answer stops. Internal errors are named only by their status.
+    fn end_with_error(&mut self, error: &SharingError) {
+        let message = match error.kind {
+            ErrorKind::Internal => "internal error".to_string(),
+            _ => error.message.clone(),
+        };
+        let line = serde_json::json!({"endStreamAction": {
+            "errorMessage": message,
+            "httpStatusErrorCode": error.kind.status().as_u16(),
+        }});
+        let _ = serde_json::to_writer((&mut self.chunk).writer(), &line);
+        self.chunk.put_u8(b'\n');
+        self.finish();
     }
 
     /// Ends the body with an error (the connection is reset mid-stream).
