@@ -214,9 +214,8 @@ impl DeltaRoutes {
             }
         }
         let format = choose_format(&capabilities, &snapshot.needs)?;
-        if matches!(snapshot.source, SnapshotSource::Iceberg { .. })
-            && self.tables.cached_files(&snapshot).is_none()
-        {
+        let mut cached = self.tables.cached_files(&snapshot);
+        if matches!(snapshot.source, SnapshotSource::Iceberg { .. }) && cached.is_none() {
             // An Iceberg version's files are listed (and checked) before the answer starts,
             // so a broken manifest or a row-level delete is an error status, not a cut stream.
             let listed = snapshot.clone();
@@ -230,6 +229,7 @@ impl DeltaRoutes {
                 )
             })
             .await?;
+            cached = self.tables.cached_files(&snapshot);
         }
         let id_hash = id_hash_header.unwrap_or(FileIdHash::default_for(format));
         let version = snapshot.version;
@@ -269,11 +269,11 @@ impl DeltaRoutes {
             paging,
             end_stream,
         };
-        let small_cached_list = self.tables.cached_files(&snapshot).filter(|files| {
+        let small_cached_list = cached.as_ref().is_some_and(|files| {
             plan.start.order.accepts(files.order_id())
                 && files.len().saturating_sub(start.index) <= INLINE_FILES_MAX
         });
-        let body = if let Some(files) = small_cached_list {
+        let body = if small_cached_list {
             // A few files from memory: written here, no hand-over to another thread.
             let mut out = ChunkSender::in_memory(head.as_bytes());
             stream_files(
@@ -282,7 +282,7 @@ impl DeltaRoutes {
                 &snapshot,
                 &query,
                 &plan,
-                Some(files),
+                cached,
                 &mut out,
             )?;
             full_body(out.chunk.freeze())
@@ -294,7 +294,6 @@ impl DeltaRoutes {
             let signal_errors_in_stream = capabilities.include_end_stream_action;
             tokio::task::spawn_blocking(move || {
                 let mut out = ChunkSender::new(sender, head.as_bytes());
-                let cached = tables.cached_files(&snapshot);
                 let result = stream_files(
                     &tables, &presigner, &snapshot, &query, &plan, cached, &mut out,
                 );
@@ -618,13 +617,6 @@ fn stream_files(
     out: &mut ChunkSender,
 ) -> Result<()> {
     let cached = cached.filter(|files| plan.start.order.accepts(files.order_id()));
-    let context = FileLineContext::new(
-        plan.format,
-        snapshot,
-        presigner,
-        plan.id_hash,
-        plan.line_version,
-    )?;
     let predicate = query
         .json_predicate_hints
         .as_deref()
@@ -647,6 +639,13 @@ fn stream_files(
             return finish_stream(plan, None, expiration, out);
         }
     }
+    let context = FileLineContext::new(
+        plan.format,
+        snapshot,
+        presigner,
+        plan.id_hash,
+        plan.line_version,
+    )?;
     let order_used = Cell::new(0);
     let visit = |index, file: &FileRow<'_>| {
         let stats = if predicate.is_some() || limit.is_some() {
