@@ -271,11 +271,17 @@ impl<'a> FileLineContext<'a> {
                 .split('/')
                 .all(|segment| !segment.is_empty() && segment != "." && segment != "..");
         if plain_relative {
-            let decoded = percent_encoding::percent_decode_str(path)
-                .decode_utf8()
-                .map_err(|error| SharingError::internal(format!("file path {path:?}: {error}")))?;
             key.push_str(&self.table.location);
-            key.push_str(&decoded);
+            if path.contains('%') {
+                let decoded = percent_encoding::percent_decode_str(path)
+                    .decode_utf8()
+                    .map_err(|error| {
+                        SharingError::internal(format!("file path {path:?}: {error}"))
+                    })?;
+                key.push_str(&decoded);
+            } else {
+                key.push_str(path);
+            }
             return Ok(());
         }
         let url = match Url::parse(path) {
