@@ -91,6 +91,33 @@ pub struct TableNeeds {
 }
 
 impl TableNeeds {
+    /// What a Delta protocol action (JSON) asks of a reader; `deletion_vectors` is also set
+    /// when the reader features name them.
+    pub fn from_protocol(
+        protocol: &serde_json::Value,
+        column_mapping: bool,
+        deletion_vectors: bool,
+    ) -> TableNeeds {
+        let reader_features: Vec<String> = protocol["readerFeatures"]
+            .as_array()
+            .map(|features| {
+                features
+                    .iter()
+                    .filter_map(|feature| feature.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        TableNeeds {
+            min_reader_version: protocol["minReaderVersion"].as_i64().unwrap_or(1) as i32,
+            deletion_vectors: deletion_vectors
+                || reader_features
+                    .iter()
+                    .any(|feature| feature == "deletionVectors"),
+            reader_features,
+            column_mapping,
+        }
+    }
+
     /// Plain enough for the parquet format.
     pub fn parquet_readable(&self) -> bool {
         self.min_reader_version <= 1 && !self.column_mapping && !self.deletion_vectors

@@ -733,24 +733,12 @@ fn describe(snapshot: SnapshotRef, bucket: String, location: String) -> Result<T
         .map_err(|error| SharingError::internal(format!("protocol: {error}")))?;
     let metadata = serde_json::to_value(configuration.metadata())
         .map_err(|error| SharingError::internal(format!("metadata: {error}")))?;
-    let reader_features: Vec<String> = protocol["readerFeatures"]
-        .as_array()
-        .map(|features| {
-            features
-                .iter()
-                .filter_map(|feature| feature.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
     let column_mapping = configuration.column_mapping_mode() != ColumnMappingMode::None;
-    let deletion_vectors = reader_features.iter().any(|f| f == "deletionVectors")
-        || metadata["configuration"]["delta.enableDeletionVectors"] == "true";
-    let needs = TableNeeds {
-        min_reader_version: protocol["minReaderVersion"].as_i64().unwrap_or(1) as i32,
-        reader_features,
+    let needs = TableNeeds::from_protocol(
+        &protocol,
         column_mapping,
-        deletion_vectors,
-    };
+        metadata["configuration"]["delta.enableDeletionVectors"] == "true",
+    );
     let partition_columns = configuration.metadata().partition_columns().to_vec();
     let mut physical_names = HashMap::new();
     if column_mapping {

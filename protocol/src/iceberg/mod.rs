@@ -417,22 +417,7 @@ impl IcebergTable {
 
     /// What a client must support to read `version` in the Delta form.
     pub fn table_needs(&self, version: &TableVersion) -> TableNeeds {
-        let protocol = self.delta_protocol(version);
-        let reader_features = protocol["readerFeatures"]
-            .as_array()
-            .map(|features| {
-                features
-                    .iter()
-                    .filter_map(|feature| feature.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
-        TableNeeds {
-            min_reader_version: protocol["minReaderVersion"].as_i64().unwrap_or(1) as i32,
-            reader_features,
-            column_mapping: self.column_mapping,
-            deletion_vectors: false,
-        }
+        TableNeeds::from_protocol(&self.delta_protocol(version), self.column_mapping, false)
     }
 
     /// The Delta metadata (the inner object: id, format, schemaString, partitionColumns,
