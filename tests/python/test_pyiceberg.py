@@ -38,12 +38,12 @@ ARROW_SCHEMA = pa.schema(
 )
 
 
-def catalog_for(server, tmp_path) -> SqlCatalog:
+def catalog_for(server, tmp_path, warehouse: str = "s3://warehouse/iceberg") -> SqlCatalog:
     return SqlCatalog(
         "lakeshare",
         **{
             "uri": f"sqlite:///{tmp_path / 'catalog.db'}",
-            "warehouse": "s3://warehouse/iceberg",
+            "warehouse": warehouse,
             "py-io-impl": "pyiceberg.io.pyarrow.PyArrowFileIO",
             "s3.endpoint": server.endpoint,
             "s3.access-key-id": server.access_key,

@@ -12,39 +12,15 @@ import pyarrow as pa
 import pytest
 import requests
 
-from test_sharing_catalog import Cli
-from test_sharing_delta import assert_same_rows, bearer, load
+from test_pyiceberg import catalog_for as pyiceberg_catalog
+from test_sharing_delta import assert_same_rows, bearer, load, node  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.timeout(600)
 
 
-@pytest.fixture
-def node(lakeshare_server, tmp_path):
-    server = lakeshare_server(drives=4, parity=2)
-    cli = Cli(tmp_path / "home")
-    cli.home.mkdir()
-    cli.run("alias", "set", "local", server.endpoint, server.access_key, server.secret_key)
-    server.s3_client().create_bucket(Bucket="lake")
-    return server, cli
-
-
 def catalog_for(server, tmp_path):
-    from pyiceberg.catalog.sql import SqlCatalog
-
-    catalog = SqlCatalog(
-        "lakeshare",
-        **{
-            "uri": f"sqlite:///{tmp_path / 'catalog.db'}",
-            "warehouse": "s3://lake/warehouse",
-            "py-io-impl": "pyiceberg.io.pyarrow.PyArrowFileIO",
-            "s3.endpoint": server.endpoint,
-            "s3.access-key-id": server.access_key,
-            "s3.secret-access-key": server.secret_key,
-            "s3.region": "us-east-1",
-            "s3.path-style-access": "true",
-            "s3.force-virtual-addressing": "false",
-        },
-    )
+    """A pyiceberg SQL catalog writing into bucket `lake`, with namespace `ns`."""
+    catalog = pyiceberg_catalog(server, tmp_path, warehouse="s3://lake/warehouse")
     catalog.create_namespace("ns")
     return catalog
 

@@ -352,21 +352,36 @@ fn resolve_blocking(
     } else {
         tables.snapshot_blocking(table, &VersionSelector::Version(start))?
     };
-    if let SnapshotSource::Iceberg { table: iceberg, .. } = &latest.source {
-        let commits = iceberg_commits(tables, iceberg, start, end)?;
-        let head = match kind {
-            FeedKind::ChangeData if !include_historical_metadata => latest,
-            _ => at_start,
-        };
-        return Ok(Feed {
-            kind,
-            start,
-            include_historical_metadata,
-            include_historical_protocol: false,
-            head,
-            commits,
-        });
-    }
+    let commits = match &latest.source {
+        SnapshotSource::Iceberg { table: iceberg, .. } => {
+            iceberg_commits(tables, iceberg, start, end)?
+        }
+        SnapshotSource::Delta(_) => delta_commits(tables, &latest, &at_start, kind, start, end)?,
+    };
+    let head = match kind {
+        FeedKind::ChangeData if !include_historical_metadata => latest,
+        _ => at_start,
+    };
+    Ok(Feed {
+        kind,
+        start,
+        include_historical_metadata,
+        include_historical_protocol: false,
+        head,
+        commits,
+    })
+}
+
+/// The commits `start..=end` of a Delta table; for a change data feed, every version in the
+/// range must have recorded change data. Blocking.
+fn delta_commits(
+    tables: &DeltaTables,
+    latest: &TableSnapshot,
+    at_start: &TableSnapshot,
+    kind: FeedKind,
+    start: u64,
+    end: u64,
+) -> Result<Vec<Commit>> {
     let not_recorded = |version: u64| {
         SharingError::invalid(format!(
             "Error getting change data for range [{start}, {end}] as change data was not \
@@ -391,18 +406,7 @@ fn resolve_blocking(
             }
         }
     }
-    let head = match kind {
-        FeedKind::ChangeData if !include_historical_metadata => latest,
-        _ => at_start,
-    };
-    Ok(Feed {
-        kind,
-        start,
-        include_historical_metadata,
-        include_historical_protocol: false,
-        head,
-        commits,
-    })
+    Ok(commits)
 }
 
 /// The versions `start..=end` of an Iceberg table as commits of file actions: the files

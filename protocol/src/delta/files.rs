@@ -23,7 +23,7 @@ use delta_kernel::engine::arrow_data::ArrowEngineData;
 use delta_kernel::scan::ScanMetadata;
 use delta_kernel::{Engine, EngineData};
 
-use crate::delta::TableSnapshot;
+use crate::delta::{TableSnapshot, PATH_SEGMENT};
 use crate::error::{Result, SharingError};
 use crate::iceberg::IcebergDataFile;
 
@@ -306,19 +306,9 @@ pub fn relative_path(key: &str, root: &str) -> Result<String> {
     Ok(path)
 }
 
-/// Characters escaped in a relative path segment (`:` too, so a path never reads as a URL).
-const RELATIVE_PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
-    .add(b' ')
-    .add(b'"')
-    .add(b'#')
-    .add(b'%')
-    .add(b':')
-    .add(b'<')
-    .add(b'>')
-    .add(b'?')
-    .add(b'`')
-    .add(b'{')
-    .add(b'}');
+/// Characters escaped in a relative path segment: those of a table URL's segments, and `:`
+/// too, so a relative path never reads as a URL.
+const RELATIVE_PATH_SEGMENT: &percent_encoding::AsciiSet = &PATH_SEGMENT.add(b':');
 
 /// Calls `visit` for each file of one scan batch.
 pub fn visit_batch(

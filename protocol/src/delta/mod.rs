@@ -715,7 +715,8 @@ pub fn table_url(bucket: &str, location: &str) -> Result<Url> {
     Ok(url)
 }
 
-const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+/// Characters escaped in a segment of a table URL's path.
+pub(crate) const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
     .add(b' ')
     .add(b'"')
     .add(b'#')
