@@ -13,6 +13,8 @@
 # tables are served in; the same format for both tables keeps the comparison fair):
 #   cold  the server restarted (nothing cached in the process; the OS page cache stays warm),
 #         then one POST .../query {} : time to first byte, to last byte, VmHWM after it
+#   1st warm  the next identical query, the first on the cached list: total time (it computes
+#         the file ids and the URL signatures of the signing window that the list then keeps)
 #   warm  WARM_RUNS more identical queries: median TTFB / total, files/s, VmHWM after them
 # and, as the anchors, a fresh Python process listing the same snapshot under /usr/bin/time -v:
 # pyiceberg `table.scan().plan_files()` for the Iceberg table (synth_iceberg.py --plan),
@@ -74,13 +76,13 @@ echo
 echo "lakeshare POST /query {} on synthetic tables of $FILES data files (Iceberg: \
 $(jq .manifests "$WORK/generate-iceberg.json") manifests, 2 snapshots; Delta: checkpoint + \
 3 commits); $(machine_summary); \
-warm = median of $WARM_RUNS; warm server CPU = user+system per query; \
+1st warm = the first query on the cached list (it computes the file ids and URL \
+signatures the list keeps for the signing window); warm = median of $WARM_RUNS after it; \
+warm server CPU = user+system per query; \
 server peak RSS = VmHWM after cold → after warm; anchor = pyiceberg plan_files() (Iceberg) or \
 deltalake get_add_actions() (Delta) in a fresh process (wall of that process in brackets)"
 echo
-printf '%s\n' "| table | format | response | cold TTFB | cold total | warm TTFB | warm total \
-| warm files/s | warm server CPU | server peak RSS | anchor listing | anchor peak RSS |"
-echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+print_result_header table
 while read -r row; do
     print_result_row "$(jq -r '"\(.kind) \(.files)"' <<<"$row")" "$row" \
         "$WORK/anchor-$(jq -r .kind <<<"$row").json"

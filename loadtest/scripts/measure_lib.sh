@@ -210,7 +210,7 @@ assert_file_lines() {
 measure_cold_warm() {
     local table=$1 format=$2 files=$3 extra=${4:-'{}'}
     local start_mib cold_ttfb cold_total bytes cold_mib warm_cpu_start warm_mib warm_cpu
-    local warm_ttfb warm_total
+    local warm_ttfb warm_total first_total
     say "$table, $format format: cold (server restarted)"
     stop_server
     start_server
@@ -218,6 +218,9 @@ measure_cold_warm() {
     query "$table" "$format" "$files"
     cold_ttfb=$Q_TTFB cold_total=$Q_TOTAL bytes=$Q_BYTES
     cold_mib=$(server_peak_mib)
+    say "$table, $format format: first warm query (keeps file ids and URL signatures)"
+    query "$table" "$format" "$files"
+    first_total=$Q_TOTAL
     say "$table, $format format: $WARM_RUNS warm queries"
     : >"$WORK/warm"
     warm_cpu_start=$(server_cpu_seconds)
@@ -234,16 +237,16 @@ measure_cold_warm() {
     # The numbers go in as JSON, in the order of the names in the pattern.
     jq -nc --argjson extra "$extra" --arg format "$format" '$ARGS.positional as [$files,
           $cold_ttfb, $cold_total, $warm_ttfb, $warm_total, $response_bytes,
-          $start_mib, $cold_mib, $warm_mib, $warm_cpu]
+          $start_mib, $cold_mib, $warm_mib, $warm_cpu, $first_total]
         | $extra + {files: $files, format: $format,
           cold_ttfb_s: $cold_ttfb, cold_total_s: $cold_total,
-          warm_ttfb_s: $warm_ttfb, warm_total_s: $warm_total,
+          warm_first_total_s: $first_total, warm_ttfb_s: $warm_ttfb, warm_total_s: $warm_total,
           warm_files_per_s: ($files / $warm_total | floor), response_bytes: $response_bytes,
           warm_server_cpu_s_per_query: $warm_cpu,
           server_vmhwm_mib: {started: $start_mib, after_cold: $cold_mib,
                              after_warm: $warm_mib}}' \
         --jsonargs "$files" "$cold_ttfb" "$cold_total" "$warm_ttfb" "$warm_total" "$bytes" \
-        "$start_mib" "$cold_mib" "$warm_mib" "$warm_cpu" >>"$WORK/results.jsonl"
+        "$start_mib" "$cold_mib" "$warm_mib" "$warm_cpu" "$first_total" >>"$WORK/results.jsonl"
     tail -n 1 "$WORK/results.jsonl" >&2
 }
 
@@ -289,17 +292,27 @@ seconds() {
     awk -v s="$1" 'BEGIN { if (s < 1) printf "%.0f ms", s * 1000; else printf "%.2f s", s }'
 }
 
+# The header of the results table; its first column is named LABEL_NAME.
+# Usage: print_result_header LABEL_NAME
+print_result_header() {
+    local columns="| $1 | format | response | cold TTFB | cold total | 1st warm total | warm TTFB"
+    columns+=" | warm total | warm files/s | warm server CPU | server peak RSS | anchor listing"
+    echo "$columns | anchor peak RSS |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+}
+
 # One Markdown row of the results table: LABEL, then the figures of ROW (a line of
 # results.jsonl) and of ANCHOR (an anchor's JSON file). Usage: print_result_row LABEL ROW ANCHOR
 print_result_row() {
     local label=$1 row=$2 anchor=$3 row_format
-    row_format='| %s | %s | %s MiB | %s | %s | %s | %s | %s | %s '
+    row_format='| %s | %s | %s MiB | %s | %s | %s | %s | %s | %s | %s '
     row_format+='| %s → %s MiB | %s (%s) | %s MiB |\n'
     # shellcheck disable=SC2059 # the format is the constant above
     printf "$row_format" \
         "$label" "$(jq -r .format <<<"$row")" \
         "$(jq '.response_bytes / 1048576 * 10 | floor / 10' <<<"$row")" \
         "$(ms "$(jq .cold_ttfb_s <<<"$row")")" "$(seconds "$(jq .cold_total_s <<<"$row")")" \
+        "$(seconds "$(jq .warm_first_total_s <<<"$row")")" \
         "$(ms "$(jq .warm_ttfb_s <<<"$row")")" "$(seconds "$(jq .warm_total_s <<<"$row")")" \
         "$(jq .warm_files_per_s <<<"$row")" \
         "$(seconds "$(jq .warm_server_cpu_s_per_query <<<"$row")")" \

@@ -5,13 +5,19 @@
 //! sharing credential, which the S3 layer accepts for GET and HEAD of files inside shared
 //! tables only. The SigV4 signing key is derived once per UTC day and reused.
 //!
+//! Signing is the hottest step of a large query, so it uses `sha2`/`hmac`, whose states can be
+//! cloned: the string-to-sign's constant head is hashed once per response, not once per URL
+//! (ring, used elsewhere, is the oracle in the tests).
+//!
 //! Invariant: the signature covers the method, host, path and expiry, so a URL works only for
 //! the object it names and only until it expires.
 
 use std::cell::RefCell;
 use std::sync::Mutex;
 
-use ring::hmac;
+use bytes::{BufMut, BytesMut};
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 /// Region every signature names (clients and s3s accept any).
@@ -29,12 +35,11 @@ pub struct SharingCredential {
 impl SharingCredential {
     /// Derives the node's sharing credential from its catalog secret.
     pub fn derive(node_secret: &[u8]) -> Self {
-        let key = hmac::Key::new(hmac::HMAC_SHA256, node_secret);
-        let access = hmac::sign(&key, b"lakeshare presign access key");
-        let secret = hmac::sign(&key, b"lakeshare presign secret key");
+        let access = hmac_sha256(node_secret, b"lakeshare presign access key");
+        let secret = hmac_sha256(node_secret, b"lakeshare presign secret key");
         SharingCredential {
-            access_key: format!("LSSHARE{}", hex::encode_upper(&access.as_ref()[..8])),
-            secret_key: hex::encode(secret.as_ref()),
+            access_key: format!("LSSHARE{}", hex::encode_upper(&access[..8])),
+            secret_key: hex::encode(secret),
         }
     }
 }
@@ -47,7 +52,8 @@ pub struct Presigner {
     /// `host[:port]` exactly as the URL carries it (the signed `host` header).
     host: String,
     expiry_seconds: u64,
-    day_key: Mutex<Option<(String, hmac::Key)>>,
+    /// The UTC day (`YYYYMMDD`) and the MAC keyed with its signing key.
+    day_key: Mutex<Option<(String, HmacSha256)>>,
 }
 
 /// One presigned URL and when it stops working.
@@ -79,16 +85,21 @@ impl Presigner {
 
     /// A GET URL for `bucket/key`, valid from `now` for the configured lifetime.
     pub fn presign_get(&self, bucket: &str, key: &str, now: OffsetDateTime) -> PresignedUrl {
-        let mut url = String::new();
-        let expiration_timestamp_ms = self.batch(now).write_get_url(bucket, key, &mut url);
+        let mut url = BytesMut::new();
+        let expiration_timestamp_ms = self.batch(now).write_get_url(bucket, key, None, &mut url);
         PresignedUrl {
-            url,
+            url: String::from_utf8_lossy(&url).into_owned(),
             expiration_timestamp_ms,
         }
     }
 
-    /// Everything the URLs signed at `now` share, computed once for a whole response.
+    /// Everything the URLs signed at `now` share, computed once for a whole response. URLs are
+    /// signed at the start of the current signing window (see `signing_window_seconds`), so
+    /// every response of a window gives a file the same URL and kept signatures are reused.
     pub fn batch(&self, now: OffsetDateTime) -> PresignBatch<'_> {
+        let now_seconds = now.unix_timestamp();
+        let signed_at = now_seconds - now_seconds.rem_euclid(self.signing_window_seconds());
+        let now = OffsetDateTime::from_unix_timestamp(signed_at).unwrap_or(now);
         let date = format!(
             "{:04}{:02}{:02}",
             now.year(),
@@ -102,28 +113,41 @@ impl Presigner {
             now.second()
         );
         let scope = format!("{date}/{SIGNING_REGION}/s3/aws4_request");
-        let mut credential = String::new();
+        let mut credential = BytesMut::new();
         uri_encode_into(
             &mut credential,
             &format!("{}/{scope}", self.credential.access_key),
             true,
         );
+        let credential = String::from_utf8_lossy(&credential);
         let query = format!(
             "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential={credential}&X-Amz-Date={amz_date}\
              &X-Amz-Expires={}&X-Amz-SignedHeaders=host",
             self.expiry_seconds
         );
+        let mut string_to_sign_mac = self.day_key(&date);
+        string_to_sign_mac.update(format!("AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n").as_bytes());
         PresignBatch {
             presigner: self,
-            signing_key: self.day_key(&date),
-            string_to_sign_head: format!("AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n"),
+            string_to_sign_mac,
+            canonical_request_tail: format!(
+                "\n{query}\nhost:{}\n\nhost\nUNSIGNED-PAYLOAD",
+                self.host
+            ),
             query,
-            expiration_timestamp_ms: (now.unix_timestamp() + self.expiry_seconds as i64) * 1000,
-            canonical_request: RefCell::new(String::new()),
+            signed_at,
+            expiration_timestamp_ms: (signed_at + self.expiry_seconds as i64) * 1000,
+            canonical_path: RefCell::new(BytesMut::new()),
         }
     }
 
-    fn day_key(&self, date: &str) -> hmac::Key {
+    /// A sixtieth of the URL lifetime, at least a second: a URL lives at least 59/60 of the
+    /// configured expiry from the moment it is handed out.
+    pub fn signing_window_seconds(&self) -> i64 {
+        (self.expiry_seconds as i64 / 60).max(1)
+    }
+
+    fn day_key(&self, date: &str) -> HmacSha256 {
         let mut cached = match self.day_key.lock() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
@@ -142,13 +166,16 @@ impl Presigner {
 /// Signs many URLs at one instant: per URL, one SHA-256 and one HMAC over short strings.
 pub struct PresignBatch<'a> {
     presigner: &'a Presigner,
-    signing_key: hmac::Key,
-    /// `AWS4-HMAC-SHA256\n<date>\n<scope>\n`.
-    string_to_sign_head: String,
+    /// Keyed with the day's signing key, `AWS4-HMAC-SHA256\n<date>\n<scope>\n` already fed.
+    string_to_sign_mac: HmacSha256,
+    /// What follows the path in the canonical request: the query, the host, the rest.
+    canonical_request_tail: String,
     /// The query string without the signature.
     query: String,
+    /// Unix seconds of `X-Amz-Date`.
+    signed_at: i64,
     expiration_timestamp_ms: i64,
-    canonical_request: RefCell<String>,
+    canonical_path: RefCell<BytesMut>,
 }
 
 impl PresignBatch<'_> {
@@ -156,95 +183,131 @@ impl PresignBatch<'_> {
         self.expiration_timestamp_ms
     }
 
-    /// Appends the presigned GET URL of `bucket/key` to `out`; returns its expiry (ms).
-    pub fn write_get_url(&self, bucket: &str, key: &str, out: &mut String) -> i64 {
-        let presigner = self.presigner;
-        out.push_str(&presigner.scheme);
-        out.push_str("://");
-        out.push_str(&presigner.host);
-        let path_start = out.len();
-        out.push('/');
-        uri_encode_into(out, bucket, false);
-        out.push('/');
-        uri_encode_into(out, key, false);
-        self.append_query(out, path_start)
+    /// Unix seconds of the instant every URL of this batch is signed at.
+    pub fn signed_at(&self) -> i64 {
+        self.signed_at
     }
 
-    /// Appends the query with the signature of the canonical path `out[path_start..]`.
-    fn append_query(&self, out: &mut String, path_start: usize) -> i64 {
-        let signature = self.sign_path(&out[path_start..]);
-        out.push('?');
-        out.push_str(&self.query);
-        out.push_str("&X-Amz-Signature=");
+    /// The signature of the URL of `bucket/key` (see `write_get_url`).
+    pub fn signature(&self, bucket: &str, key: &str) -> [u8; 32] {
+        let mut path = self.canonical_path.borrow_mut();
+        path.clear();
+        write_canonical_path(bucket, key, &mut path);
+        self.sign_path(&path)
+    }
+
+    /// Appends the presigned GET URL of `bucket/key` to `out`, with `known_signature` when it
+    /// was made by `signature` of a batch signed at the same instant; returns its expiry (ms).
+    pub fn write_get_url(
+        &self,
+        bucket: &str,
+        key: &str,
+        known_signature: Option<&[u8; 32]>,
+        out: &mut BytesMut,
+    ) -> i64 {
+        let presigner = self.presigner;
+        out.put_slice(presigner.scheme.as_bytes());
+        out.put_slice(b"://");
+        out.put_slice(presigner.host.as_bytes());
+        let path_start = out.len();
+        write_canonical_path(bucket, key, out);
+        let signature = match known_signature {
+            Some(signature) => *signature,
+            None => self.sign_path(&out[path_start..]),
+        };
+        self.append_query(out, &signature)
+    }
+
+    /// Appends the query string with `signature`.
+    fn append_query(&self, out: &mut BytesMut, signature: &[u8; 32]) -> i64 {
+        out.put_u8(b'?');
+        out.put_slice(self.query.as_bytes());
+        out.put_slice(b"&X-Amz-Signature=");
         let mut hex_digits = [0u8; 64];
-        for (pair, byte) in hex_digits.chunks_exact_mut(2).zip(signature.as_ref()) {
-            pair[0] = HEX_DIGITS[usize::from(byte >> 4)];
-            pair[1] = HEX_DIGITS[usize::from(byte & 0x0f)];
-        }
-        out.push_str(std::str::from_utf8(&hex_digits).unwrap_or_default());
+        hex_into(signature, &mut hex_digits);
+        out.put_slice(&hex_digits);
         self.expiration_timestamp_ms
     }
 
-    fn sign_path(&self, canonical_path: &str) -> hmac::Tag {
-        let mut canonical_request = self.canonical_request.borrow_mut();
-        canonical_request.clear();
-        canonical_request.push_str("GET\n");
-        canonical_request.push_str(canonical_path);
-        canonical_request.push('\n');
-        canonical_request.push_str(&self.query);
-        canonical_request.push_str("\nhost:");
-        canonical_request.push_str(&self.presigner.host);
-        canonical_request.push_str("\n\nhost\nUNSIGNED-PAYLOAD");
-        let request_digest =
-            ring::digest::digest(&ring::digest::SHA256, canonical_request.as_bytes());
-        let mut context = hmac::Context::with_key(&self.signing_key);
-        context.update(self.string_to_sign_head.as_bytes());
+    fn sign_path(&self, canonical_path: &[u8]) -> [u8; 32] {
+        let mut canonical_request = Sha256::new();
+        canonical_request.update(b"GET\n");
+        canonical_request.update(canonical_path);
+        canonical_request.update(self.canonical_request_tail.as_bytes());
         let mut digest_hex = [0u8; 64];
-        for (pair, byte) in digest_hex.chunks_exact_mut(2).zip(request_digest.as_ref()) {
-            pair[0] = HEX_DIGITS[usize::from(byte >> 4)];
-            pair[1] = HEX_DIGITS[usize::from(byte & 0x0f)];
-        }
-        context.update(&digest_hex);
-        context.sign()
+        hex_into(&canonical_request.finalize(), &mut digest_hex);
+        let mut string_to_sign = self.string_to_sign_mac.clone();
+        string_to_sign.update(&digest_hex);
+        string_to_sign.finalize().into_bytes().into()
+    }
+}
+
+/// `/bucket/key`, URI-encoded as SigV4 canonical paths are.
+fn write_canonical_path(bucket: &str, key: &str, out: &mut BytesMut) {
+    out.put_u8(b'/');
+    uri_encode_into(out, bucket, false);
+    out.put_u8(b'/');
+    uri_encode_into(out, key, false);
+}
+
+fn hex_into(bytes: &[u8], digits: &mut [u8]) {
+    for (pair, byte) in digits.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX_DIGITS[usize::from(byte >> 4)];
+        pair[1] = HEX_DIGITS[usize::from(byte & 0x0f)];
     }
 }
 
 const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
 
-fn signing_key(secret_key: &str, date: &str) -> hmac::Key {
-    let step = |key: &[u8], data: &str| {
-        hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, key), data.as_bytes())
-    };
-    let date_key = step(format!("AWS4{secret_key}").as_bytes(), date);
-    let region_key = step(date_key.as_ref(), SIGNING_REGION);
-    let service_key = step(region_key.as_ref(), "s3");
-    let signing = step(service_key.as_ref(), "aws4_request");
-    hmac::Key::new(hmac::HMAC_SHA256, signing.as_ref())
+type HmacSha256 = Hmac<Sha256>;
+
+fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
+    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes keys of any length");
+    mac.update(data);
+    mac.finalize().into_bytes().into()
+}
+
+/// The MAC keyed with the SigV4 signing key of `date`.
+fn signing_key(secret_key: &str, date: &str) -> HmacSha256 {
+    let date_key = hmac_sha256(format!("AWS4{secret_key}").as_bytes(), date.as_bytes());
+    let region_key = hmac_sha256(&date_key, SIGNING_REGION.as_bytes());
+    let service_key = hmac_sha256(&region_key, b"s3");
+    let signing = hmac_sha256(&service_key, b"aws4_request");
+    HmacSha256::new_from_slice(&signing).expect("HMAC takes keys of any length")
 }
 
 /// SigV4 URI encoding: unreserved characters stay, everything else is `%XX`; `/` stays in
 /// paths unless `encode_slash`. Runs of characters that stay are copied at once.
-pub fn uri_encode_into(target: &mut String, text: &str, encode_slash: bool) {
+pub fn uri_encode_into(target: &mut BytesMut, text: &str, encode_slash: bool) {
     const UPPER_HEX: &[u8; 16] = b"0123456789ABCDEF";
     let bytes = text.as_bytes();
     let mut run_start = 0;
     for (position, &byte) in bytes.iter().enumerate() {
-        let keep = byte.is_ascii_alphanumeric()
-            || matches!(byte, b'-' | b'_' | b'.' | b'~')
-            || (byte == b'/' && !encode_slash);
-        if keep {
+        if URI_UNRESERVED[usize::from(byte)] || (byte == b'/' && !encode_slash) {
             continue;
         }
-        if position > run_start {
-            target.push_str(&text[run_start..position]);
-        }
-        target.push('%');
-        target.push(char::from(UPPER_HEX[usize::from(byte >> 4)]));
-        target.push(char::from(UPPER_HEX[usize::from(byte & 0x0f)]));
+        target.put_slice(&bytes[run_start..position]);
+        target.put_slice(&[
+            b'%',
+            UPPER_HEX[usize::from(byte >> 4)],
+            UPPER_HEX[usize::from(byte & 0x0f)],
+        ]);
         run_start = position + 1;
     }
-    target.push_str(&text[run_start..]);
+    target.put_slice(&bytes[run_start..]);
 }
+
+/// The bytes SigV4 leaves unencoded: ASCII letters and digits, `-`, `_`, `.`, `~`.
+const URI_UNRESERVED: [bool; 256] = {
+    let mut unreserved = [false; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        unreserved[byte] =
+            (byte as u8).is_ascii_alphanumeric() || matches!(byte as u8, b'-' | b'_' | b'.' | b'~');
+        byte += 1;
+    }
+    unreserved
+};
 
 #[cfg(test)]
 mod tests {
@@ -263,11 +326,11 @@ mod tests {
         );
         let now = time::macros::datetime!(2013-05-24 00:00:00 UTC);
         let batch = presigner.batch(now);
-        let mut url = String::from("https://examplebucket.s3.amazonaws.com/test.txt");
-        let expiration_timestamp_ms =
-            batch.append_query(&mut url, "https://examplebucket.s3.amazonaws.com".len());
+        let mut url = BytesMut::from("https://examplebucket.s3.amazonaws.com/test.txt");
+        let signature = batch.sign_path(b"/test.txt");
+        let expiration_timestamp_ms = batch.append_query(&mut url, &signature);
         let url = PresignedUrl {
-            url,
+            url: String::from_utf8(url.to_vec()).unwrap(),
             expiration_timestamp_ms,
         };
         assert!(
@@ -281,6 +344,65 @@ mod tests {
             url.expiration_timestamp_ms,
             (now.unix_timestamp() + 86_400) * 1000
         );
+    }
+
+    /// The signer against ring's HMAC and SHA-256 over the whole SigV4 construction.
+    #[test]
+    fn signatures_match_ring_as_the_oracle() {
+        use ring::{digest, hmac};
+        let presigner = Presigner::new(SharingCredential::derive(b"k"), "http://h:9000", 3600);
+        let now = time::macros::datetime!(2026-11-28 10:07:31 UTC);
+        let batch = presigner.batch(now);
+        let step = |key: &[u8], data: &[u8]| {
+            hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, key), data)
+                .as_ref()
+                .to_vec()
+        };
+        let secret = format!("AWS4{}", presigner.credential().secret_key);
+        let mut key = step(secret.as_bytes(), b"20261128");
+        for part in ["us-east-1", "s3", "aws4_request"] {
+            key = step(&key, part.as_bytes());
+        }
+        for path in ["/lake/t/a.parquet", "/lake/t/p%3D1/%C3%A9.parquet", "/b/k"] {
+            let canonical = format!(
+                "GET\n{path}\n{}\nhost:h:9000\n\nhost\nUNSIGNED-PAYLOAD",
+                batch.query
+            );
+            let request = hex::encode(digest::digest(&digest::SHA256, canonical.as_bytes()));
+            let string_to_sign = format!(
+                "AWS4-HMAC-SHA256\n20261128T100700Z\n20261128/us-east-1/s3/aws4_request\n{request}"
+            );
+            assert_eq!(
+                batch.sign_path(path.as_bytes()).to_vec(),
+                step(&key, string_to_sign.as_bytes())
+            );
+        }
+    }
+
+    #[test]
+    fn urls_are_signed_at_the_start_of_a_sixtieth_of_their_lifetime() {
+        let presigner = Presigner::new(SharingCredential::derive(b"s"), "http://h:1", 3600);
+        assert_eq!(presigner.signing_window_seconds(), 60);
+        let start = time::macros::datetime!(2026-11-28 10:07:00 UTC);
+        let first = presigner.batch(start + time::Duration::seconds(1));
+        let last = presigner.batch(start + time::Duration::seconds(59));
+        let next = presigner.batch(start + time::Duration::seconds(60));
+        assert_eq!(first.signed_at(), start.unix_timestamp());
+        assert_eq!(
+            first.expiration_timestamp_ms(),
+            (start.unix_timestamp() + 3600) * 1000
+        );
+        let url = |batch: &PresignBatch<'_>, known: Option<&[u8; 32]>| {
+            let mut url = BytesMut::new();
+            batch.write_get_url("lake", "t/a b.parquet", known, &mut url);
+            url
+        };
+        assert_eq!(url(&first, None), url(&last, None));
+        assert_ne!(url(&first, None), url(&next, None));
+        let kept = first.signature("lake", "t/a b.parquet");
+        assert_eq!(url(&last, Some(&kept)), url(&first, None));
+        let short = Presigner::new(SharingCredential::derive(b"s"), "http://h:1", 30);
+        assert_eq!(short.signing_window_seconds(), 1);
     }
 
     #[test]
@@ -303,7 +425,7 @@ mod tests {
 
     #[test]
     fn uri_encoding_keeps_unreserved_runs_and_encodes_every_other_byte() {
-        let mut encoded = String::new();
+        let mut encoded = BytesMut::new();
         uri_encode_into(&mut encoded, "a/é b~.parquet€", false);
         assert_eq!(encoded, "a/%C3%A9%20b~.parquet%E2%82%AC");
         encoded.clear();

@@ -550,6 +550,59 @@ def test_presigned_urls_name_one_object_for_a_while(lakeshare_server, tmp_path):
     assert requests.get(url, timeout=30).status_code == 403
 
 
+def test_urls_of_one_signing_window_are_kept_and_work(node, tmp_path):
+    """A cached list keeps the URL signatures of the current signing window (a sixtieth of the
+    URL lifetime): every query in the window hands out the same URLs, signed at the window's
+    start and valid for the whole lifetime from there, whether signed anew (cold, or under a
+    predicate) or kept; each one reads its file."""
+    import calendar
+    from urllib.parse import parse_qs, urlsplit
+
+    import pandas as pd
+    from deltalake import write_deltalake
+
+    server, cli = node
+    options = server.storage_options()
+    for part in range(3):
+        write_deltalake("s3://lake/kept/", pd.DataFrame({"n": [part]}), mode="append",
+                        storage_options=options)
+    profile = share_tables(cli, tmp_path, "kept", {"kept": "kept/"})
+    endpoint, headers = bearer(profile)
+    url = f"{endpoint}/shares/kept/schemas/s/tables/kept/query"
+
+    def answer(body, capabilities=None):
+        asked = {**headers, "delta-sharing-capabilities": capabilities} if capabilities \
+            else headers
+        response = requests.post(url, headers=asked, json=body, timeout=30)
+        assert response.status_code == 200, response.text
+        lines = [json.loads(line) for line in response.text.splitlines()[2:]]
+        return {line["file"]["id"]: (line["file"].get("url") or
+                                     line["file"]["deltaSingleAction"]["add"]["path"],
+                                     line["file"]["expirationTimestamp"]) for line in lines}
+
+    hint = json.dumps({"op": "greaterThanOrEqual", "children": [
+        {"op": "column", "name": "n", "valueType": "long"},
+        {"op": "literal", "value": "0", "valueType": "long"}]})
+    for attempt in range(3):
+        cold, warm = answer({}), answer({})
+        hinted = answer({"jsonPredicateHints": hint})
+        delta = answer({}, "responseformat=delta")
+        dates = {parse_qs(urlsplit(u).query)["X-Amz-Date"][0]
+                 for u, _ in [*cold.values(), *warm.values(), *hinted.values()]}
+        if len(dates) == 1:
+            break  # otherwise a window ended between the queries: try again
+    assert len(dates) == 1, dates
+    assert len(cold) == 3 and cold == warm == hinted
+    assert {u for u, _ in delta.values()} == {u for u, _ in cold.values()}
+    signed_at = calendar.timegm(time.strptime(dates.pop(), "%Y%m%dT%H%M%SZ"))
+    assert signed_at % 60 == 0 and signed_at <= time.time()
+    for file_url, expiration_ms in cold.values():
+        assert expiration_ms == (signed_at + 3600) * 1000
+        assert parse_qs(urlsplit(file_url).query)["X-Amz-Expires"] == ["3600"]
+        got = requests.get(file_url, timeout=30)
+        assert got.status_code == 200 and got.content[:4] == b"PAR1"
+
+
 def test_refresh_tokens_and_end_of_stream(node, tmp_path):
     import pandas as pd
     from deltalake import write_deltalake

@@ -10,8 +10,7 @@
 //! into, and a page is served only from a list with that id.
 
 use std::ops::ControlFlow;
-
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use delta_kernel::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Int32Array, Int64Array, MapArray, MapBuilder,
@@ -23,6 +22,7 @@ use delta_kernel::engine::arrow_data::ArrowEngineData;
 use delta_kernel::scan::ScanMetadata;
 use delta_kernel::{Engine, EngineData};
 
+use crate::delta::lines::FileIdHash;
 use crate::delta::{TableSnapshot, PATH_SEGMENT};
 use crate::error::{Result, SharingError};
 use crate::iceberg::IcebergDataFile;
@@ -49,6 +49,34 @@ pub struct FileRow<'a> {
     pub deletion_vector: Option<DeletionVectorRef<'a>>,
     pub base_row_id: Option<i64>,
     pub default_row_commit_version: Option<i64>,
+    /// The file's id digest, when a cached list already holds it.
+    pub id_digest: Option<(FileIdHash, &'a [u8])>,
+    /// The signature of the file's URL signed at the instant (unix seconds) it names, when a
+    /// cached list already holds it.
+    pub url_signature: Option<(i64, &'a [u8; 32])>,
+}
+
+/// Signs the URL of a file (see `KeptPerFile`).
+pub trait UrlSigner {
+    /// The signing instant (unix seconds) every signature of this signer names.
+    fn signed_at(&self) -> i64;
+    /// The signature of `file`'s URL.
+    fn url_signature(&self, file: &FileRow<'_>) -> Result<[u8; 32]>;
+}
+
+/// What a response wants of the per-file values a cached list keeps, each computed for a
+/// whole batch by the first response that asks: the file id digests of one hash, and the URL
+/// signatures of one signing instant (the newest instant replaces an older one).
+#[derive(Clone, Copy, Default)]
+pub struct KeptPerFile<'a> {
+    pub ids: Option<FileIdHash>,
+    pub signer: Option<&'a dyn UrlSigner>,
+}
+
+/// The URL signatures of one batch's rows, all made at `signed_at`.
+struct BatchSignatures {
+    signed_at: i64,
+    signatures: Box<[[u8; 32]]>,
 }
 
 /// The active files of one table version, in replay order.
@@ -58,6 +86,12 @@ pub struct ActiveFiles {
     batches: Vec<RecordBatch>,
     /// Index of each batch's first file.
     batch_starts: Vec<usize>,
+    /// Per batch and `FileIdHash::ALL` position: the id digests of the batch's rows, computed
+    /// by the first response that writes them (counted in `bytes` from the start).
+    id_digests: Vec<[OnceLock<Box<[u8]>>; 2]>,
+    /// Per batch: the URL signatures of its rows at the newest signing instant asked for
+    /// (counted in `bytes` from the start).
+    url_signatures: Vec<Mutex<Option<Arc<BatchSignatures>>>>,
     len: usize,
     bytes: usize,
 }
@@ -86,34 +120,119 @@ impl ActiveFiles {
     }
 
     /// Calls `visit(index, file)` for each file from index `start` on: O(files visited).
+    /// Files come with the values `kept` asks for, computed for each batch on first use.
     pub fn visit_from(
         &self,
         start: usize,
+        kept: KeptPerFile<'_>,
         mut visit: impl FnMut(usize, &FileRow<'_>) -> ControlFlow<()>,
     ) -> Result<()> {
         let first_batch = self
             .batch_starts
             .partition_point(|&batch_start| batch_start <= start)
             .saturating_sub(1);
-        for (batch, &batch_start) in self
-            .batches
-            .iter()
-            .zip(&self.batch_starts)
-            .skip(first_batch)
-        {
-            let columns = ScanColumns::new(batch)?;
-            for row in start.saturating_sub(batch_start)..batch.num_rows() {
-                let Some(file) = columns.row(row) else {
-                    continue;
-                };
-                if visit(batch_start + row, &file).is_break() {
-                    return Ok(());
-                }
+        for batch_index in first_batch..self.batches.len() {
+            if self
+                .visit_batch_from(batch_index, start, kept, &mut visit)?
+                .is_break()
+            {
+                break;
             }
         }
         Ok(())
     }
+
+    /// `visit_from` within batch `batch_index`.
+    fn visit_batch_from(
+        &self,
+        batch_index: usize,
+        start: usize,
+        kept: KeptPerFile<'_>,
+        visit: &mut impl FnMut(usize, &FileRow<'_>) -> ControlFlow<()>,
+    ) -> Result<ControlFlow<()>> {
+        let batch = &self.batches[batch_index];
+        let batch_start = self.batch_starts[batch_index];
+        let columns = ScanColumns::new(batch)?;
+        let id_digests = kept
+            .ids
+            .map(|hash| (hash, self.id_digests_of(batch_index, &columns, hash)));
+        let signatures = kept
+            .signer
+            .and_then(|signer| self.url_signatures_of(batch_index, &columns, signer));
+        for row in start.saturating_sub(batch_start)..batch.num_rows() {
+            let Some(mut file) = columns.row(row) else {
+                continue;
+            };
+            if let Some((hash, digests)) = id_digests {
+                let len = hash.digest_len();
+                file.id_digest = Some((hash, &digests[row * len..(row + 1) * len]));
+            }
+            if let Some(signatures) = &signatures {
+                file.url_signature = Some((signatures.signed_at, &signatures.signatures[row]));
+            }
+            if visit(batch_start + row, &file).is_break() {
+                return Ok(ControlFlow::Break(()));
+            }
+        }
+        Ok(ControlFlow::Continue(()))
+    }
+
+    /// The id digests of batch `batch_index`'s rows, computed on first use.
+    fn id_digests_of(
+        &self,
+        batch_index: usize,
+        columns: &ScanColumns<'_>,
+        hash: FileIdHash,
+    ) -> &[u8] {
+        let slot = FileIdHash::ALL
+            .iter()
+            .position(|&candidate| candidate == hash)
+            .unwrap_or(0);
+        self.id_digests[batch_index][slot].get_or_init(|| {
+            let len = hash.digest_len();
+            let mut digests = vec![0u8; columns.rows * len].into_boxed_slice();
+            for (row, digest) in digests.chunks_exact_mut(len).enumerate() {
+                hash.digest_into(string_at(columns.path, row).unwrap_or_default(), digest);
+            }
+            digests
+        })
+    }
+
+    /// The URL signatures of batch `batch_index`'s rows at `signer`'s instant, computed when
+    /// the batch holds none of that instant. An older instant's are replaced; a newer one's are
+    /// left in place (this response then signs its own). None when a row cannot be signed: the
+    /// line writer then meets that row's error itself, where it is reported.
+    fn url_signatures_of(
+        &self,
+        batch_index: usize,
+        columns: &ScanColumns<'_>,
+        signer: &dyn UrlSigner,
+    ) -> Option<Arc<BatchSignatures>> {
+        let signed_at = signer.signed_at();
+        let mut slot = self.url_signatures[batch_index]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(kept) = slot.as_ref().filter(|kept| kept.signed_at >= signed_at) {
+            return Some(kept.clone());
+        }
+        let mut signatures = vec![[0u8; 32]; columns.rows].into_boxed_slice();
+        for (row, signature) in signatures.iter_mut().enumerate() {
+            if let Some(file) = columns.row(row) {
+                *signature = signer.url_signature(&file).ok()?;
+            }
+        }
+        let fresh = Arc::new(BatchSignatures {
+            signed_at,
+            signatures,
+        });
+        *slot = Some(fresh.clone());
+        Some(fresh)
+    }
 }
+
+/// Bytes a cached list reserves per file for the values it keeps: an id digest of every hash
+/// and one URL signature.
+const KEPT_BYTES_PER_FILE: usize = 16 + 32 + 32;
 
 /// Gathers the batches of a scan into an `ActiveFiles` list until it would exceed a byte
 /// budget; past it, the scan still streams but nothing is kept.
@@ -132,6 +251,8 @@ impl ActiveFilesBuilder {
                 order_id,
                 batches: Vec::new(),
                 batch_starts: Vec::new(),
+                id_digests: Vec::new(),
+                url_signatures: Vec::new(),
                 len: 0,
                 bytes: 0,
             },
@@ -145,19 +266,53 @@ impl ActiveFilesBuilder {
         self.files.len
     }
 
+    /// Adds the next batch, then calls `visit` for its files from list index `start` on (with
+    /// the values `kept` asks for while the list is kept: they stay with it). Returns whether
+    /// the list is still kept and whether `visit` broke.
+    pub fn push_and_visit(
+        &mut self,
+        batch: RecordBatch,
+        start: usize,
+        kept: KeptPerFile<'_>,
+        mut visit: impl FnMut(usize, &FileRow<'_>) -> ControlFlow<()>,
+    ) -> Result<(bool, ControlFlow<()>)> {
+        let first_index = self.files.len;
+        if batch.num_rows() == 0 || first_index + batch.num_rows() <= start {
+            return Ok((self.push(batch), ControlFlow::Continue(())));
+        }
+        let still_kept = self.push(batch.clone());
+        let visited = if still_kept {
+            self.files
+                .visit_batch_from(self.files.batches.len() - 1, start, kept, &mut visit)?
+        } else {
+            visit_batch(&batch, first_index, |index, file| {
+                if index < start {
+                    ControlFlow::Continue(())
+                } else {
+                    visit(index, file)
+                }
+            })?
+        };
+        Ok((still_kept, visited))
+    }
+
     /// Adds the next batch; false once the list has outgrown the budget (nothing is kept).
     pub fn push(&mut self, batch: RecordBatch) -> bool {
         let rows = batch.num_rows();
         if !self.over_budget && rows > 0 {
-            let bytes = batch.get_array_memory_size();
+            let bytes = batch.get_array_memory_size() + rows * KEPT_BYTES_PER_FILE;
             if self.files.bytes + bytes > self.bytes_max {
                 self.over_budget = true;
                 self.files.batches = Vec::new();
                 self.files.batch_starts = Vec::new();
+                self.files.id_digests = Vec::new();
+                self.files.url_signatures = Vec::new();
             } else {
                 self.files.bytes += bytes;
                 self.files.batch_starts.push(self.files.len);
                 self.files.batches.push(batch);
+                self.files.id_digests.push(Default::default());
+                self.files.url_signatures.push(Mutex::new(None));
             }
         }
         self.files.len += rows;
@@ -311,7 +466,7 @@ pub fn relative_path(key: &str, root: &str) -> Result<String> {
 const RELATIVE_PATH_SEGMENT: &percent_encoding::AsciiSet = &PATH_SEGMENT.add(b':');
 
 /// Calls `visit` for each file of one scan batch.
-pub fn visit_batch(
+fn visit_batch(
     batch: &RecordBatch,
     first_index: usize,
     mut visit: impl FnMut(usize, &FileRow<'_>) -> ControlFlow<()>,
@@ -330,6 +485,7 @@ pub fn visit_batch(
 
 /// Typed views of the scan-row columns of one batch.
 struct ScanColumns<'a> {
+    rows: usize,
     path: &'a dyn Array,
     size: &'a Int64Array,
     modification_time: &'a Int64Array,
@@ -349,6 +505,7 @@ impl<'a> ScanColumns<'a> {
             .ok_or_else(|| missing("fileConstantValues struct"))?;
         let constant = |name: &str| constants.column_by_name(name).ok_or_else(|| missing(name));
         Ok(ScanColumns {
+            rows: batch.num_rows(),
             path: column("path")?.as_ref(),
             size: column("size")?
                 .as_primitive_opt()
@@ -404,6 +561,8 @@ impl<'a> ScanColumns<'a> {
                 .default_row_commit_version
                 .is_valid(row)
                 .then(|| self.default_row_commit_version.value(row)),
+            id_digest: None,
+            url_signature: None,
         })
     }
 
@@ -519,5 +678,126 @@ mod tests {
         assert!(roomy.push(batch));
         let list = roomy.finish().unwrap();
         assert_eq!((list.len(), list.version()), (1, 1));
+    }
+
+    /// Signs a file's path with a counter, refusing paths that contain `bad`.
+    struct CountingSigner {
+        signed_at: i64,
+        signed: std::cell::Cell<usize>,
+    }
+
+    impl UrlSigner for CountingSigner {
+        fn signed_at(&self) -> i64 {
+            self.signed_at
+        }
+
+        fn url_signature(&self, file: &FileRow<'_>) -> Result<[u8; 32]> {
+            if file.path.contains("bad") {
+                return Err(SharingError::internal("unsignable"));
+            }
+            self.signed.set(self.signed.get() + 1);
+            let mut signature = [0u8; 32];
+            signature[..8].copy_from_slice(&self.signed_at.to_le_bytes());
+            signature[8] = file.path.len() as u8;
+            Ok(signature)
+        }
+    }
+
+    fn list_of(keys: &[&str]) -> ActiveFiles {
+        let files: Vec<IcebergDataFile> = keys
+            .iter()
+            .map(|key| IcebergDataFile {
+                key: format!("t/{key}"),
+                file_path: format!("s3://lake/t/{key}"),
+                size_bytes: 1,
+                record_count: 1,
+                partition_values: vec![],
+                stats: "{}".into(),
+            })
+            .collect();
+        let mut builder = ActiveFilesBuilder::new(3, full_order_id(3), 1 << 20);
+        assert!(builder.push(iceberg_scan_rows(&files, "t/", 0).unwrap()));
+        builder.finish().unwrap()
+    }
+
+    /// (id digest, signature) of each file visited from `start` with `kept`.
+    fn kept_values(
+        list: &ActiveFiles,
+        start: usize,
+        kept: KeptPerFile<'_>,
+    ) -> Vec<(Option<Vec<u8>>, Option<(i64, [u8; 32])>)> {
+        let mut seen = Vec::new();
+        list.visit_from(start, kept, |_, file| {
+            seen.push((
+                file.id_digest.map(|(_, digest)| digest.to_vec()),
+                file.url_signature.map(|(at, signature)| (at, *signature)),
+            ));
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        seen
+    }
+
+    #[test]
+    fn kept_ids_and_signatures_are_computed_once_per_batch_and_instant() {
+        let list = list_of(&["a.parquet", "bb.parquet", "ccc.parquet"]);
+        let signer = CountingSigner {
+            signed_at: 60,
+            signed: Default::default(),
+        };
+        let kept = KeptPerFile {
+            ids: Some(FileIdHash::Md5),
+            signer: Some(&signer),
+        };
+        let first = kept_values(&list, 1, kept);
+        assert_eq!(first.len(), 2);
+        assert_eq!(signer.signed.get(), 3, "the whole batch is signed at once");
+        let mut digest = vec![0u8; 16];
+        FileIdHash::Md5.digest_into("bb.parquet", &mut digest);
+        assert_eq!(first[0].0.as_deref(), Some(digest.as_slice()));
+        assert_eq!(first[0].1.map(|(at, s)| (at, s[8])), Some((60, 10)));
+        assert_eq!(kept_values(&list, 0, kept).len(), 3);
+        assert_eq!(signer.signed.get(), 3, "kept signatures are reused");
+        let later = CountingSigner {
+            signed_at: 120,
+            signed: Default::default(),
+        };
+        let newer = kept_values(
+            &list,
+            0,
+            KeptPerFile {
+                ids: None,
+                signer: Some(&later),
+            },
+        );
+        assert!(newer
+            .iter()
+            .all(|(id, signature)| id.is_none() && signature.is_some_and(|(at, _)| at == 120)));
+        assert_eq!(later.signed.get(), 3);
+        // An older instant gets the newer signatures, which its writer does not use.
+        assert!(kept_values(&list, 0, kept)
+            .iter()
+            .all(|(_, signature)| signature.is_some_and(|(at, _)| at == 120)));
+        assert!(kept_values(&list, 0, KeptPerFile::default())
+            .iter()
+            .all(|values| *values == (None, None)));
+    }
+
+    #[test]
+    fn a_batch_with_an_unsignable_file_keeps_no_signatures() {
+        let list = list_of(&["a.parquet", "bad.parquet"]);
+        let signer = CountingSigner {
+            signed_at: 60,
+            signed: Default::default(),
+        };
+        let seen = kept_values(
+            &list,
+            0,
+            KeptPerFile {
+                ids: None,
+                signer: Some(&signer),
+            },
+        );
+        assert!(seen.iter().all(|(_, signature)| signature.is_none()));
     }
 }

@@ -19,7 +19,7 @@ use time::OffsetDateTime;
 use url::Url;
 
 use crate::capabilities::ResponseFormat;
-use crate::delta::files::{DeletionVectorRef, FileRow};
+use crate::delta::files::{DeletionVectorRef, FileRow, UrlSigner};
 use crate::delta::{table_url, TableSnapshot};
 use crate::error::{ErrorKind, Result, SharingError};
 use crate::presign::{PresignBatch, Presigner};
@@ -57,27 +57,53 @@ impl FileIdHash {
         }
     }
 
+    /// Every hash, in a fixed order.
+    pub const ALL: [FileIdHash; 2] = [FileIdHash::Md5, FileIdHash::Sha256];
+
+    /// Bytes of a raw digest.
+    pub fn digest_len(self) -> usize {
+        match self {
+            FileIdHash::Md5 => 16,
+            FileIdHash::Sha256 => 32,
+        }
+    }
+
+    /// Writes the raw digest of `path` into `digest` (`digest_len()` bytes).
+    pub fn digest_into(self, path: &str, digest: &mut [u8]) {
+        match self {
+            FileIdHash::Md5 => digest.copy_from_slice(&Md5::digest(path.as_bytes())),
+            FileIdHash::Sha256 => digest.copy_from_slice(
+                ring::digest::digest(&ring::digest::SHA256, path.as_bytes()).as_ref(),
+            ),
+        }
+    }
+
     pub fn file_id(self, path: &str) -> String {
         let mut id = BytesMut::new();
-        self.write_file_id(path, &mut id);
+        self.write_file_id(path, None, &mut id);
         String::from_utf8_lossy(&id).into_owned()
     }
 
-    /// Appends the id of the file at `path` (lowercase hex) to `out`.
-    pub fn write_file_id(self, path: &str, out: &mut BytesMut) {
-        let mut digits = [0u8; 64];
-        let digest_len = match self {
-            FileIdHash::Md5 => {
-                hex_into(&Md5::digest(path.as_bytes()), &mut digits);
-                16
-            }
-            FileIdHash::Sha256 => {
-                let digest = ring::digest::digest(&ring::digest::SHA256, path.as_bytes());
-                hex_into(digest.as_ref(), &mut digits);
-                32
+    /// Appends the id of the file at `path` (lowercase hex) to `out`, from `known_digest`
+    /// when it was computed with this hash.
+    pub fn write_file_id(
+        self,
+        path: &str,
+        known_digest: Option<(FileIdHash, &[u8])>,
+        out: &mut BytesMut,
+    ) {
+        let mut computed = [0u8; 32];
+        let digest = match known_digest {
+            Some((hash, digest)) if hash == self => digest,
+            _ => {
+                let digest = &mut computed[..self.digest_len()];
+                self.digest_into(path, digest);
+                digest
             }
         };
-        out.put_slice(&digits[..digest_len * 2]);
+        let mut digits = [0u8; 64];
+        hex_into(digest, &mut digits);
+        out.put_slice(&digits[..digest.len() * 2]);
     }
 }
 
@@ -149,8 +175,8 @@ pub struct FileLineContext<'a> {
     pub version: Option<u64>,
     presign: PresignBatch<'a>,
     table_root: Url,
-    /// Reused per line: the object key and the URL being built.
-    scratch: RefCell<(String, String)>,
+    /// Reused per line: the object key of the file.
+    key_scratch: RefCell<String>,
 }
 
 impl<'a> FileLineContext<'a> {
@@ -168,7 +194,7 @@ impl<'a> FileLineContext<'a> {
             version,
             presign: presigner.batch(OffsetDateTime::now_utc()),
             table_root: table_url(&table.bucket, &table.location)?,
-            scratch: RefCell::new((String::new(), String::new())),
+            key_scratch: RefCell::new(String::new()),
         })
     }
 
@@ -186,21 +212,24 @@ impl<'a> FileLineContext<'a> {
             }
             (Some(dv), ResponseFormat::Delta) => Some(self.deletion_vector(dv)?),
         };
-        let mut scratch = self.scratch.borrow_mut();
-        let (key, url) = &mut *scratch;
+        let mut key = self.key_scratch.borrow_mut();
         key.clear();
-        url.clear();
-        self.object_key_into(file.path, key)?;
-        let mut expiration = self.presign.write_get_url(&self.table.bucket, key, url);
+        self.object_key_into(file.path, &mut key)?;
+        let known_signature = file
+            .url_signature
+            .filter(|(signed_at, _)| *signed_at == self.presign.signed_at())
+            .map(|(_, signature)| signature);
+        let mut expiration = self.presign.expiration_timestamp_ms();
         if let Some((_, Some(dv_expiry))) = &deletion_vector {
             expiration = expiration.min(*dv_expiry);
         }
         match self.format {
             ResponseFormat::Parquet => {
                 out.put_slice(b"{\"file\":{\"url\":\"");
-                out.put_slice(url.as_bytes());
+                self.presign
+                    .write_get_url(&self.table.bucket, &key, known_signature, out);
                 out.put_slice(b"\",\"id\":\"");
-                self.id_hash.write_file_id(file.path, out);
+                self.id_hash.write_file_id(file.path, file.id_digest, out);
                 out.put_slice(b"\",\"partitionValues\":");
                 write_partition_values(&file.partition_values, out);
                 put_number_field(out, b",\"size\":", file.size);
@@ -216,14 +245,15 @@ impl<'a> FileLineContext<'a> {
             }
             ResponseFormat::Delta => {
                 out.put_slice(b"{\"file\":{\"id\":\"");
-                self.id_hash.write_file_id(file.path, out);
+                self.id_hash.write_file_id(file.path, file.id_digest, out);
                 out.put_u8(b'"');
                 put_number_field(out, b",\"expirationTimestamp\":", expiration);
                 if let Some(version) = self.version {
                     put_number_field(out, b",\"version\":", version);
                 }
                 out.put_slice(b",\"deltaSingleAction\":{\"add\":{\"path\":\"");
-                out.put_slice(url.as_bytes());
+                self.presign
+                    .write_get_url(&self.table.bucket, &key, known_signature, out);
                 out.put_slice(b"\",\"partitionValues\":");
                 write_partition_values(&file.partition_values, out);
                 put_number_field(out, b",\"size\":", file.size);
@@ -252,12 +282,12 @@ impl<'a> FileLineContext<'a> {
     pub(crate) fn presign_file(&self, path: &str) -> Result<crate::presign::PresignedUrl> {
         let mut key = String::new();
         self.object_key_into(path, &mut key)?;
-        let mut url = String::new();
+        let mut url = BytesMut::new();
         let expiration_timestamp_ms =
             self.presign
-                .write_get_url(&self.table.bucket, &key, &mut url);
+                .write_get_url(&self.table.bucket, &key, None, &mut url);
         Ok(crate::presign::PresignedUrl {
-            url,
+            url: String::from_utf8_lossy(&url).into_owned(),
             expiration_timestamp_ms,
         })
     }
@@ -304,6 +334,11 @@ impl<'a> FileLineContext<'a> {
         Ok(())
     }
 
+    /// The context a response's cached-list walk signs file URLs with.
+    pub fn url_signer(&self) -> &dyn UrlSigner {
+        self
+    }
+
     /// A deletion vector for the delta format: inline ones pass through, stored ones become a
     /// presigned absolute (`p`) descriptor.
     pub(crate) fn deletion_vector(
@@ -343,8 +378,19 @@ impl<'a> FileLineContext<'a> {
     }
 }
 
+impl UrlSigner for FileLineContext<'_> {
+    fn signed_at(&self) -> i64 {
+        self.presign.signed_at()
+    }
+
+    fn url_signature(&self, file: &FileRow<'_>) -> Result<[u8; 32]> {
+        let mut key = String::new();
+        self.object_key_into(file.path, &mut key)?;
+        Ok(self.presign.signature(&self.table.bucket, &key))
+    }
+}
+
 fn hex_into(bytes: &[u8], digits: &mut [u8]) {
-    const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
     for (pair, byte) in digits.chunks_exact_mut(2).zip(bytes) {
         pair[0] = HEX_DIGITS[usize::from(byte >> 4)];
         pair[1] = HEX_DIGITS[usize::from(byte & 0x0f)];
@@ -356,9 +402,64 @@ fn put_number_field(out: &mut BytesMut, name: &[u8], value: impl itoa::Integer) 
     out.put_slice(itoa::Buffer::new().format(value).as_bytes());
 }
 
+/// Appends `text` as a JSON string literal, escaped exactly as serde_json escapes it, one
+/// table lookup per byte straight into `out`'s spare capacity: stats strings are mostly short
+/// runs between quotes, which made a writer call per run the hot spot of a warm query.
 fn write_json_string(text: &str, out: &mut BytesMut) {
-    let _ = serde_json::to_writer(out.writer(), text);
+    out.reserve(text.len() * 6 + 2);
+    let spare = out.spare_capacity_mut();
+    let mut len = 0;
+    let mut put = |byte: u8| {
+        spare[len].write(byte);
+        len += 1;
+    };
+    put(b'"');
+    for &byte in text.as_bytes() {
+        match JSON_ESCAPES[usize::from(byte)] {
+            0 => put(byte),
+            b'u' => {
+                for escaped in [
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    HEX_DIGITS[usize::from(byte >> 4)],
+                    HEX_DIGITS[usize::from(byte & 0x0f)],
+                ] {
+                    put(escaped);
+                }
+            }
+            escape => {
+                put(b'\\');
+                put(escape);
+            }
+        }
+    }
+    put(b'"');
+    let written = out.len() + len;
+    // SAFETY: `put` initialised the first `len` bytes of the spare capacity.
+    unsafe { out.set_len(written) };
 }
+
+/// Per byte: 0 when it stands as is, else the letter after its backslash (`u` for `\u00XX`).
+const JSON_ESCAPES: [u8; 256] = {
+    let mut escapes = [0u8; 256];
+    let mut byte = 0;
+    while byte < 0x20 {
+        escapes[byte] = b'u';
+        byte += 1;
+    }
+    escapes[0x08] = b'b';
+    escapes[0x09] = b't';
+    escapes[0x0a] = b'n';
+    escapes[0x0c] = b'f';
+    escapes[0x0d] = b'r';
+    escapes[b'"' as usize] = b'"';
+    escapes[b'\\' as usize] = b'\\';
+    escapes
+};
+
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
 
 fn write_partition_values(values: &[(&str, Option<&str>)], out: &mut BytesMut) {
     out.put_u8(b'{');
@@ -407,6 +508,35 @@ mod tests {
             serde_json::from_slice::<Value>(&out).unwrap(),
             json!({"a": "x\"", "b": null})
         );
+    }
+
+    #[test]
+    fn json_strings_are_escaped_as_serde_json_escapes_them() {
+        let mut every_ascii: String = (0u8..0x80).map(char::from).collect();
+        every_ascii.push_str("é€😀\u{7f}");
+        let long = "{\"numRecords\":3,\"minValues\":{\"a\\\\b\":\"x\ny\"}}".repeat(40);
+        for text in ["", "plain", every_ascii.as_str(), long.as_str()] {
+            let mut out = BytesMut::new();
+            write_json_string(text, &mut out);
+            assert_eq!(
+                std::str::from_utf8(&out).unwrap(),
+                serde_json::to_string(text).unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn kept_id_digests_give_the_computed_ids() {
+        for hash in FileIdHash::ALL {
+            let mut digest = vec![0u8; hash.digest_len()];
+            hash.digest_into("a/b.parquet", &mut digest);
+            let mut from_digest = BytesMut::new();
+            hash.write_file_id("ignored", Some((hash, &digest)), &mut from_digest);
+            assert_eq!(from_digest, hash.file_id("a/b.parquet").as_bytes());
+        }
+        let mut other_hash = BytesMut::new();
+        FileIdHash::Md5.write_file_id("a", Some((FileIdHash::Sha256, &[0u8; 32])), &mut other_hash);
+        assert_eq!(other_hash, FileIdHash::Md5.file_id("a").as_bytes());
     }
 
     #[test]

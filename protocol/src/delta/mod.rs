@@ -35,8 +35,8 @@ use url::Url;
 use crate::capabilities::TableNeeds;
 use crate::catalog::{SourceType, Table};
 use crate::delta::files::{
-    full_order_id, iceberg_scan_rows, incremental_order_id, scan_active_files, visit_batch,
-    ActiveFiles, ActiveFilesBuilder, FileRow, ICEBERG_BATCH_FILES,
+    full_order_id, iceberg_scan_rows, incremental_order_id, scan_active_files, ActiveFiles,
+    ActiveFilesBuilder, FileRow, KeptPerFile, ICEBERG_BATCH_FILES,
 };
 use crate::error::{ErrorKind, Result, SharingError};
 use crate::iceberg::{self, IcebergTable, TableVersion};
@@ -260,7 +260,8 @@ impl DeltaTables {
     /// until it breaks; `order_used` is set to the order id of the list walked before the
     /// first file is visited. From the cached list when there is one (O(files visited));
     /// otherwise the log is replayed (only the new commits, on top of the table's newest
-    /// cached list, when `order` allows it) and the list is cached as it streams. After
+    /// cached list, when `order` allows it) and the list is cached as it streams; files of a
+    /// cached list come with the values `kept` asks for. After
     /// `visit` breaks, the replay still completes the list for the cache, unless it outgrew
     /// the budget. Blocking: call from the replay pool.
     pub fn visit_active_files(
@@ -269,6 +270,7 @@ impl DeltaTables {
         start: usize,
         order: ListOrder,
         order_used: &Cell<u64>,
+        kept: KeptPerFile<'_>,
         mut visit: impl FnMut(usize, &FileRow<'_>) -> ControlFlow<()>,
     ) -> Result<()> {
         let root = format!("{}/{}", snapshot.bucket, snapshot.location);
@@ -280,7 +282,7 @@ impl DeltaTables {
         };
         if let Some(files) = cached_in_order() {
             order_used.set(files.order_id());
-            return files.visit_from(start, visit);
+            return files.visit_from(start, kept, visit);
         }
         // At most `REPLAYS_MAX` lists are built at once (each holds up to the cache budget
         // until it is cached); a query that waited finds the list another one just built.
@@ -288,7 +290,7 @@ impl DeltaTables {
             .map_err(|_| SharingError::internal("the replay limiter is closed"))?;
         if let Some(files) = cached_in_order() {
             order_used.set(files.order_id());
-            return files.visit_from(start, visit);
+            return files.visit_from(start, kept, visit);
         }
         let cached = self.file_lists.get(&(root.clone(), version));
         let base = match (&snapshot.source, order) {
@@ -337,26 +339,24 @@ impl DeltaTables {
                 }
             });
             for batch in batch_receiver {
-                let first_index = builder.next_index();
-                if visiting && first_index + batch.num_rows() > start {
-                    let visited = visit_batch(&batch, first_index, |index, file| {
-                        if index < start {
-                            ControlFlow::Continue(())
-                        } else {
-                            visit(index, file)
-                        }
-                    });
-                    match visited {
-                        Ok(ControlFlow::Continue(())) => {}
-                        Ok(ControlFlow::Break(())) => visiting = false,
-                        Err(error) => {
-                            failure = Some(error);
+                if !visiting {
+                    if !builder.push(batch) {
+                        break;
+                    }
+                    continue;
+                }
+                match builder.push_and_visit(batch, start, kept, &mut visit) {
+                    Ok((_, ControlFlow::Continue(()))) => {}
+                    Ok((still_kept, ControlFlow::Break(()))) => {
+                        visiting = false;
+                        if !still_kept {
                             break;
                         }
                     }
-                }
-                if !builder.push(batch) && !visiting {
-                    break;
+                    Err(error) => {
+                        failure = Some(error);
+                        break;
+                    }
                 }
             }
             replay

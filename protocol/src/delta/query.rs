@@ -19,7 +19,7 @@ use time::OffsetDateTime;
 use crate::body::{empty_body, full_body, ResponseBody};
 use crate::capabilities::{choose_format, Capabilities, ResponseFormat, CAPABILITIES_HEADER};
 use crate::catalog::{SourceType, Table};
-use crate::delta::files::{ActiveFiles, FileRow};
+use crate::delta::files::{ActiveFiles, FileRow, KeptPerFile};
 use crate::delta::lines::{
     end_stream_line, metadata_line, protocol_line, FileIdHash, FileLineContext,
 };
@@ -225,6 +225,7 @@ impl DeltaRoutes {
                     usize::MAX,
                     ListOrder::Any,
                     &Cell::new(0),
+                    KeptPerFile::default(),
                     |_, _| ControlFlow::Break(()),
                 )
             })
@@ -647,6 +648,11 @@ fn stream_files(
         plan.line_version,
     )?;
     let order_used = Cell::new(0);
+    let kept = KeptPerFile {
+        ids: Some(plan.id_hash),
+        // A predicate may skip most files: those it keeps are signed one by one.
+        signer: predicate.is_none().then(|| context.url_signer()),
+    };
     let visit = |index, file: &FileRow<'_>| {
         let stats = if predicate.is_some() || limit.is_some() {
             parse_stats(file)
@@ -697,13 +703,14 @@ fn stream_files(
     match &cached {
         Some(files) => {
             order_used.set(files.order_id());
-            files.visit_from(plan.start.index, visit)?;
+            files.visit_from(plan.start.index, kept, visit)?;
         }
         None => tables.visit_active_files(
             snapshot,
             plan.start.index,
             plan.start.order,
             &order_used,
+            kept,
             visit,
         )?,
     }
@@ -856,7 +863,12 @@ fn write_segment(
     let mut lines = BytesMut::with_capacity(LINE_BYTES_TYPICAL * (end - first));
     let mut min_expiration_ms: Option<i64> = None;
     let mut failure = None;
-    files.visit_from(first, |index, file| {
+    let kept = KeptPerFile {
+        ids: Some(context.id_hash),
+        // A predicate may skip most files: those it keeps are signed one by one.
+        signer: predicate.is_none().then(|| context.url_signer()),
+    };
+    files.visit_from(first, kept, |index, file| {
         if index >= end {
             return ControlFlow::Break(());
         }
