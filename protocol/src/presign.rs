@@ -277,24 +277,27 @@ fn signing_key(secret_key: &str, date: &str) -> HmacSha256 {
 }
 
 /// SigV4 URI encoding: unreserved characters stay, everything else is `%XX`; `/` stays in
-/// paths unless `encode_slash`. Runs of characters that stay are copied at once.
+/// paths unless `encode_slash`. One table lookup per byte, written straight into `target`'s
+/// spare capacity (a call per run of kept bytes showed in the profile of large queries).
 pub fn uri_encode_into(target: &mut BytesMut, text: &str, encode_slash: bool) {
     const UPPER_HEX: &[u8; 16] = b"0123456789ABCDEF";
-    let bytes = text.as_bytes();
-    let mut run_start = 0;
-    for (position, &byte) in bytes.iter().enumerate() {
+    target.reserve(text.len() * 3);
+    let spare = target.spare_capacity_mut();
+    let mut len = 0;
+    for &byte in text.as_bytes() {
         if URI_UNRESERVED[usize::from(byte)] || (byte == b'/' && !encode_slash) {
-            continue;
+            spare[len].write(byte);
+            len += 1;
+        } else {
+            spare[len].write(b'%');
+            spare[len + 1].write(UPPER_HEX[usize::from(byte >> 4)]);
+            spare[len + 2].write(UPPER_HEX[usize::from(byte & 0x0f)]);
+            len += 3;
         }
-        target.put_slice(&bytes[run_start..position]);
-        target.put_slice(&[
-            b'%',
-            UPPER_HEX[usize::from(byte >> 4)],
-            UPPER_HEX[usize::from(byte & 0x0f)],
-        ]);
-        run_start = position + 1;
     }
-    target.put_slice(&bytes[run_start..]);
+    let written = target.len() + len;
+    // SAFETY: the loop initialised the first `len` bytes of the spare capacity.
+    unsafe { target.set_len(written) };
 }
 
 /// The bytes SigV4 leaves unencoded: ASCII letters and digits, `-`, `_`, `.`, `~`.

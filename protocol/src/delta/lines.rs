@@ -295,14 +295,9 @@ impl<'a> FileLineContext<'a> {
     /// Appends the object key of a path from the log (relative to the table root and
     /// URL-encoded, or absolute in the table's bucket) to `key`.
     fn object_key_into(&self, path: &str, key: &mut String) -> Result<()> {
-        let plain_relative = !path.contains(':')
-            && !path.starts_with('/')
-            && path
-                .split('/')
-                .all(|segment| !segment.is_empty() && segment != "." && segment != "..");
-        if plain_relative {
+        if let Some(escaped) = read_relative_path(path) {
             key.push_str(&self.table.location);
-            if path.contains('%') {
+            if escaped {
                 let decoded = percent_encoding::percent_decode_str(path)
                     .decode_utf8()
                     .map_err(|error| {
@@ -376,6 +371,29 @@ impl<'a> FileLineContext<'a> {
         descriptor["pathOrInlineDv"] = json!(url.url);
         Ok((descriptor, Some(url.expiration_timestamp_ms)))
     }
+}
+
+/// For a plain relative log path (no scheme, no leading `/`, no empty, `.` or `..` segment),
+/// whether it holds percent escapes; None for any other path. One pass over the bytes.
+fn read_relative_path(path: &str) -> Option<bool> {
+    let plain_segment = |segment: &[u8]| !matches!(segment, b"" | b"." | b"..");
+    let bytes = path.as_bytes();
+    let mut escaped = false;
+    let mut segment_start = 0;
+    for (position, &byte) in bytes.iter().enumerate() {
+        match byte {
+            b':' => return None,
+            b'%' => escaped = true,
+            b'/' => {
+                if !plain_segment(&bytes[segment_start..position]) {
+                    return None;
+                }
+                segment_start = position + 1;
+            }
+            _ => {}
+        }
+    }
+    plain_segment(&bytes[segment_start..]).then_some(escaped)
 }
 
 impl UrlSigner for FileLineContext<'_> {
@@ -537,6 +555,17 @@ mod tests {
         let mut other_hash = BytesMut::new();
         FileIdHash::Md5.write_file_id("a", Some((FileIdHash::Sha256, &[0u8; 32])), &mut other_hash);
         assert_eq!(other_hash, FileIdHash::Md5.file_id("a").as_bytes());
+    }
+
+    #[test]
+    fn relative_log_paths_are_read_in_one_pass() {
+        assert_eq!(read_relative_path("p=1/a.parquet"), Some(false));
+        assert_eq!(read_relative_path("p=a%20b/a.parquet"), Some(true));
+        for other in [
+            "", "/a", "a//b", "a/./b", "../a", "a/..", "a/", "s3://b/k", "a:b",
+        ] {
+            assert_eq!(read_relative_path(other), None, "{other}");
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@
 
 pub mod changes;
 pub mod files;
+pub mod line_buffers;
 pub mod lines;
 pub mod query;
 

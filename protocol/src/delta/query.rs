@@ -20,6 +20,7 @@ use crate::body::{empty_body, full_body, ResponseBody};
 use crate::capabilities::{choose_format, Capabilities, ResponseFormat, CAPABILITIES_HEADER};
 use crate::catalog::{SourceType, Table};
 use crate::delta::files::{ActiveFiles, FileRow, KeptPerFile};
+use crate::delta::line_buffers::LineBuffers;
 use crate::delta::lines::{
     end_stream_line, metadata_line, protocol_line, FileIdHash, FileLineContext,
 };
@@ -75,6 +76,7 @@ pub struct DeltaRoutes {
     pub(crate) presigner: Arc<Presigner>,
     /// Keys refresh tokens.
     token_secret: Vec<u8>,
+    line_buffers: Arc<LineBuffers>,
 }
 
 /// How long a refresh token can be used (the reference server's TTL).
@@ -99,6 +101,7 @@ impl DeltaRoutes {
             tables,
             presigner,
             token_secret,
+            line_buffers: Arc::default(),
         }
     }
 
@@ -276,7 +279,7 @@ impl DeltaRoutes {
         });
         let body = if small_cached_list {
             // A few files from memory: written here, no hand-over to another thread.
-            let mut out = ChunkSender::in_memory(head.as_bytes());
+            let mut out = ChunkSender::in_memory(head.as_bytes(), self.line_buffers.clone());
             stream_files(
                 &self.tables,
                 &self.presigner,
@@ -292,9 +295,10 @@ impl DeltaRoutes {
                 tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(CHUNKS_IN_FLIGHT_MAX);
             let tables = self.tables.clone();
             let presigner = self.presigner.clone();
+            let line_buffers = self.line_buffers.clone();
             let signal_errors_in_stream = capabilities.include_end_stream_action;
             tokio::task::spawn_blocking(move || {
-                let mut out = ChunkSender::new(sender, head.as_bytes());
+                let mut out = ChunkSender::new(sender, head.as_bytes(), line_buffers);
                 let result = stream_files(
                     &tables, &presigner, &snapshot, &query, &plan, cached, &mut out,
                 );
@@ -500,11 +504,13 @@ struct StreamPlan {
 }
 
 /// Response chunks on their way to the connection: lines are written into a buffer that is
-/// sent once it holds `CHUNK_BYTES`. In memory mode (small answers written on the core
-/// thread) the buffer just grows and becomes the whole body.
+/// sent once it holds `CHUNK_BYTES`, or come as whole segments in pooled buffers. In memory
+/// mode (small answers written on the core thread) the buffer just grows and becomes the
+/// whole body.
 struct ChunkSender {
     chunk: BytesMut,
     sink: Sink,
+    line_buffers: Arc<LineBuffers>,
 }
 
 enum Sink {
@@ -515,19 +521,25 @@ enum Sink {
 }
 
 impl ChunkSender {
-    fn new(sender: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>, head: &[u8]) -> Self {
+    fn new(
+        sender: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
+        head: &[u8],
+        line_buffers: Arc<LineBuffers>,
+    ) -> Self {
         let mut chunk = BytesMut::with_capacity(CHUNK_BYTES * 2);
         chunk.put_slice(head);
         ChunkSender {
             chunk,
             sink: Sink::Channel(sender),
+            line_buffers,
         }
     }
 
-    fn in_memory(head: &[u8]) -> Self {
+    fn in_memory(head: &[u8], line_buffers: Arc<LineBuffers>) -> Self {
         ChunkSender {
             chunk: BytesMut::from(head),
             sink: Sink::Memory,
+            line_buffers,
         }
     }
 
@@ -537,32 +549,40 @@ impl ChunkSender {
 
     /// Sends the buffer once it is full; false when the client has gone.
     fn flush_when_full(&mut self) -> bool {
-        if self.chunk.len() < CHUNK_BYTES {
+        if self.chunk.len() < CHUNK_BYTES || matches!(self.sink, Sink::Memory) {
             return self.is_open();
         }
-        self.send_pending(None)
+        let pending = self.chunk.split().freeze();
+        self.send(pending)
     }
 
-    /// Sends what is buffered, then `lines` as they are; false when the client has gone.
+    /// Sends what is buffered, then `lines` (a buffer of `line_buffers`) as they are; false
+    /// when the client has gone.
     fn send_segment(&mut self, lines: BytesMut) -> bool {
-        self.send_pending(Some(lines))
+        if let Sink::Memory = self.sink {
+            self.chunk.put_slice(&lines);
+            self.line_buffers.give_back(lines);
+            return true;
+        }
+        if !self.chunk.is_empty() {
+            let pending = self.chunk.split().freeze();
+            if !self.send(pending) {
+                return false;
+            }
+        }
+        let segment = self.line_buffers.chunk(lines);
+        self.send(segment)
     }
 
-    fn send_pending(&mut self, lines: Option<BytesMut>) -> bool {
+    fn send(&mut self, chunk: Bytes) -> bool {
         match &self.sink {
             Sink::Closed => false,
             Sink::Memory => {
-                if let Some(lines) = lines {
-                    self.chunk.put_slice(&lines);
-                }
+                self.chunk.put_slice(&chunk);
                 true
             }
             Sink::Channel(sender) => {
-                let mut pending = self.chunk.split();
-                if let Some(lines) = lines {
-                    pending.unsplit(lines);
-                }
-                if sender.blocking_send(Ok(pending.freeze())).is_err() {
+                if sender.blocking_send(Ok(chunk)).is_err() {
                     self.sink = Sink::Closed;
                     return false;
                 }
@@ -799,11 +819,20 @@ fn write_lines_in_parallel(
             plan.id_hash,
             plan.line_version,
         )?;
-        let (lines, expiration_ms) =
-            write_segment(files, start, files.len(), &context, snapshot, predicate)?;
+        let (lines, expiration_ms) = write_segment(
+            &out.line_buffers,
+            files,
+            start,
+            files.len(),
+            &context,
+            snapshot,
+            predicate,
+        )?;
         out.send_segment(lines);
         return Ok(expiration_ms);
     }
+    let line_buffers = Arc::clone(&out.line_buffers);
+    let line_buffers = line_buffers.as_ref();
     std::thread::scope(|scope| {
         let mut receivers = Vec::with_capacity(PARALLEL_WRITERS);
         for writer in 0..PARALLEL_WRITERS {
@@ -826,7 +855,15 @@ fn write_lines_in_parallel(
                 for segment in (writer..segments).step_by(PARALLEL_WRITERS) {
                     let first = start + segment * PARALLEL_SEGMENT_FILES;
                     let end = (first + PARALLEL_SEGMENT_FILES).min(files.len());
-                    let written = write_segment(files, first, end, &context, snapshot, predicate);
+                    let written = write_segment(
+                        line_buffers,
+                        files,
+                        first,
+                        end,
+                        &context,
+                        snapshot,
+                        predicate,
+                    );
                     let failed = written.is_err();
                     if sender.send(written).is_err() || failed {
                         return;
@@ -853,6 +890,7 @@ fn write_lines_in_parallel(
 
 /// The lines of files `first..end` of a cached list, and their smallest URL expiry.
 fn write_segment(
+    line_buffers: &LineBuffers,
     files: &ActiveFiles,
     first: usize,
     end: usize,
@@ -860,7 +898,7 @@ fn write_segment(
     snapshot: &TableSnapshot,
     predicate: Option<&Predicate>,
 ) -> Segment {
-    let mut lines = BytesMut::with_capacity(LINE_BYTES_TYPICAL * (end - first));
+    let mut lines = line_buffers.take(LINE_BYTES_TYPICAL * (end - first));
     let mut min_expiration_ms: Option<i64> = None;
     let mut failure = None;
     let kept = KeptPerFile {
