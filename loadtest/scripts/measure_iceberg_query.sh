@@ -13,15 +13,17 @@
 # tables are served in; the same format for both tables keeps the comparison fair):
 #   cold  the server restarted (nothing cached in the process; the OS page cache stays warm),
 #         then one POST .../query {} : time to first byte, to last byte, VmHWM after it
-#   1st warm  the next identical query, the first on the cached list: total time (it computes
-#         the file ids and the URL signatures of the signing window that the list then keeps)
-#   warm  WARM_RUNS more identical queries: median TTFB / total, files/s, VmHWM after them
+#   warm  WARM_RUNS more identical queries (the cached list keeps file ids and the URL
+#         signatures of the current signing window): median TTFB / total, files/s, VmHWM after
+#   new window  WARM_RUNS more, each started just after a signing window begins, so every URL
+#         is signed anew: median total (the node runs with --presign-expiry 300: 5-s windows)
 # and, as the anchors, a fresh Python process listing the same snapshot under /usr/bin/time -v:
 # pyiceberg `table.scan().plan_files()` for the Iceberg table (synth_iceberg.py --plan),
 # deltalake `get_add_actions()` for the Delta table (deltalake_listing.py).
-# Every query must answer 200 with exactly N + 2 lines (protocol, metaData, N files); after the
-# warm runs one more query counts the `{"file":` lines, which must equal N. Anything else stops
-# the script with a non-zero status and prints the response body.
+# Timed answers go to /dev/null (the timed client only receives); each must be 200, every warm
+# one exactly as long as the cold one. After the runs one more answer must hold exactly N + 2
+# lines (protocol, metaData, N files), N of them `{"file":` lines, and be that long. Anything
+# else stops the script with a non-zero status and prints the response body.
 #
 # Usage:  loadtest/scripts/measure_iceberg_query.sh [FILES]     (from anywhere in the repo)
 # Needs:  curl, jq; the repository's .venv (boto3, pyarrow, pyiceberg, deltalake); a release
@@ -76,8 +78,8 @@ echo
 echo "lakeshare POST /query {} on synthetic tables of $FILES data files (Iceberg: \
 $(jq .manifests "$WORK/generate-iceberg.json") manifests, 2 snapshots; Delta: checkpoint + \
 3 commits); $(machine_summary); \
-1st warm = the first query on the cached list (it computes the file ids and URL \
-signatures the list keeps for the signing window); warm = median of $WARM_RUNS after it; \
+warm = median of $WARM_RUNS; warm, new window = median of $WARM_RUNS that each sign every \
+URL anew (the first query of a signing window); \
 warm server CPU = user+system per query; \
 server peak RSS = VmHWM after cold → after warm; anchor = pyiceberg plan_files() (Iceberg) or \
 deltalake get_add_actions() (Delta) in a fresh process (wall of that process in brackets)"

@@ -7,14 +7,16 @@
 # response format (parquet = default, delta = `responseformat=delta`):
 #   cold  the server restarted (nothing cached in the process; the OS page cache stays warm),
 #         then one POST .../query {} : time to first byte, to last byte, VmHWM after it
-#   1st warm  the next identical query, the first on the cached list: total time (it computes
-#         the file ids and the URL signatures of the signing window that the list then keeps)
-#   warm  WARM_RUNS more identical queries: median TTFB / total, files/s, VmHWM after them
+#   warm  WARM_RUNS more identical queries (the cached list keeps file ids and the URL
+#         signatures of the current signing window): median TTFB / total, files/s, VmHWM after
+#   new window  WARM_RUNS more, each started just after a signing window begins, so every URL
+#         is signed anew: median total (the node runs with --presign-expiry 300: 5-s windows)
 # and, as the anchor, a fresh Python process listing the same snapshot with
 # deltalake.DeltaTable(...).get_add_actions() under /usr/bin/time -v.
-# Every query must answer 200 with exactly N + 2 lines (protocol, metaData, N files); after the
-# warm runs one more query counts the `{"file":` lines, which must equal N. Anything else stops
-# the script with a non-zero status.
+# Timed answers go to /dev/null (the timed client only receives); each must be 200, every warm
+# one exactly as long as the cold one. After the runs one more answer must hold exactly N + 2
+# lines (protocol, metaData, N files), N of them `{"file":` lines, and be that long. Anything
+# else stops the script with a non-zero status.
 #
 # Usage:  loadtest/scripts/measure_large_query.sh [FILES...]     (from anywhere in the repo)
 # Needs:  curl, jq, /usr/bin/time; the repository's .venv (boto3, pyarrow, deltalake); a release
@@ -55,8 +57,8 @@ done
 
 echo
 echo "lakeshare POST /query {} on synthetic Delta tables; $(machine_summary); \
-1st warm = the first query on the cached list (it computes the file ids and URL \
-signatures the list keeps for the signing window); warm = median of $WARM_RUNS after it; \
+warm = median of $WARM_RUNS; warm, new window = median of $WARM_RUNS that each sign every \
+URL anew (the first query of a signing window); \
 warm server CPU = user+system per query; \
 server peak RSS = VmHWM after cold → after warm; anchor = deltalake DeltaTable + get_add_actions \
 in a fresh process (wall of that process in brackets)"

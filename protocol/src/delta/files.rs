@@ -353,6 +353,8 @@ pub fn scan_active_files(
         .delta()?
         .clone()
         .scan_builder()
+        // Files are listed, never read here: no per-file transform expressions.
+        .without_row_transforms()
         .build()
         .map_err(|error| SharingError::internal(format!("scan: {error}")))?;
     let batches: Box<dyn Iterator<Item = delta_kernel::error::KernelResult<ScanMetadata>> + '_> =
