@@ -12,7 +12,6 @@
 //! Invariant: the signature covers the method, host, path and expiry, so a URL works only for
 //! the object it names and only until it expires.
 
-use std::cell::RefCell;
 use std::sync::Mutex;
 
 use bytes::{BufMut, BytesMut};
@@ -137,7 +136,6 @@ impl Presigner {
             query,
             signed_at,
             expiration_timestamp_ms: (signed_at + self.expiry_seconds as i64) * 1000,
-            canonical_path: RefCell::new(BytesMut::new()),
         }
     }
 
@@ -175,7 +173,6 @@ pub struct PresignBatch<'a> {
     /// Unix seconds of `X-Amz-Date`.
     signed_at: i64,
     expiration_timestamp_ms: i64,
-    canonical_path: RefCell<BytesMut>,
 }
 
 impl PresignBatch<'_> {
@@ -190,8 +187,7 @@ impl PresignBatch<'_> {
 
     /// The signature of the URL of `bucket/key` (see `write_get_url`).
     pub fn signature(&self, bucket: &str, key: &str) -> [u8; 32] {
-        let mut path = self.canonical_path.borrow_mut();
-        path.clear();
+        let mut path = BytesMut::with_capacity(bucket.len() + key.len() * 3 + 2);
         write_canonical_path(bucket, key, &mut path);
         self.sign_path(&path)
     }

@@ -56,8 +56,8 @@ pub struct FileRow<'a> {
     pub url_signature: Option<(i64, &'a [u8; 32])>,
 }
 
-/// Signs the URL of a file (see `KeptPerFile`).
-pub trait UrlSigner {
+/// Signs the URL of a file (see `KeptPerFile`); shared between the threads of a response.
+pub trait UrlSigner: Sync {
     /// The signing instant (unix seconds) every signature of this signer names.
     fn signed_at(&self) -> i64;
     /// The signature of `file`'s URL.
@@ -150,31 +150,22 @@ impl ActiveFiles {
         kept: KeptPerFile<'_>,
         visit: &mut impl FnMut(usize, &FileRow<'_>) -> ControlFlow<()>,
     ) -> Result<ControlFlow<()>> {
-        let batch = &self.batches[batch_index];
         let batch_start = self.batch_starts[batch_index];
-        let columns = ScanColumns::new(batch)?;
+        let columns = ScanColumns::new(&self.batches[batch_index])?;
         let id_digests = kept
             .ids
             .map(|hash| (hash, self.id_digests_of(batch_index, &columns, hash)));
         let signatures = kept
             .signer
             .and_then(|signer| self.url_signatures_of(batch_index, &columns, signer));
-        for row in start.saturating_sub(batch_start)..batch.num_rows() {
-            let Some(mut file) = columns.row(row) else {
-                continue;
-            };
-            if let Some((hash, digests)) = id_digests {
-                let len = hash.digest_len();
-                file.id_digest = Some((hash, &digests[row * len..(row + 1) * len]));
-            }
-            if let Some(signatures) = &signatures {
-                file.url_signature = Some((signatures.signed_at, &signatures.signatures[row]));
-            }
-            if visit(batch_start + row, &file).is_break() {
-                return Ok(ControlFlow::Break(()));
-            }
-        }
-        Ok(ControlFlow::Continue(()))
+        Ok(visit_rows(
+            &columns,
+            batch_start,
+            start,
+            id_digests,
+            signatures.as_deref(),
+            visit,
+        ))
     }
 
     /// The id digests of batch `batch_index`'s rows, computed on first use.
@@ -184,50 +175,129 @@ impl ActiveFiles {
         columns: &ScanColumns<'_>,
         hash: FileIdHash,
     ) -> &[u8] {
-        let slot = FileIdHash::ALL
-            .iter()
-            .position(|&candidate| candidate == hash)
-            .unwrap_or(0);
-        self.id_digests[batch_index][slot].get_or_init(|| {
-            let len = hash.digest_len();
-            let mut digests = vec![0u8; columns.rows * len].into_boxed_slice();
-            for (row, digest) in digests.chunks_exact_mut(len).enumerate() {
-                hash.digest_into(string_at(columns.path, row).unwrap_or_default(), digest);
-            }
-            digests
-        })
+        self.id_digests[batch_index][hash_slot(hash)].get_or_init(|| id_digests(columns, hash))
     }
 
     /// The URL signatures of batch `batch_index`'s rows at `signer`'s instant, computed when
     /// the batch holds none of that instant. An older instant's are replaced; a newer one's are
-    /// left in place (this response then signs its own). None when a row cannot be signed: the
-    /// line writer then meets that row's error itself, where it is reported.
+    /// left in place (this response then signs its own). None when a row cannot be signed.
     fn url_signatures_of(
         &self,
         batch_index: usize,
         columns: &ScanColumns<'_>,
         signer: &dyn UrlSigner,
     ) -> Option<Arc<BatchSignatures>> {
-        let signed_at = signer.signed_at();
         let mut slot = self.url_signatures[batch_index]
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(kept) = slot.as_ref().filter(|kept| kept.signed_at >= signed_at) {
+        if let Some(kept) = slot
+            .as_ref()
+            .filter(|kept| kept.signed_at >= signer.signed_at())
+        {
             return Some(kept.clone());
         }
-        let mut signatures = vec![[0u8; 32]; columns.rows].into_boxed_slice();
-        for (row, signature) in signatures.iter_mut().enumerate() {
-            if let Some(file) = columns.row(row) {
-                *signature = signer.url_signature(&file).ok()?;
-            }
-        }
-        let fresh = Arc::new(BatchSignatures {
-            signed_at,
-            signatures,
-        });
+        let fresh = sign_rows(columns, signer)?;
         *slot = Some(fresh.clone());
         Some(fresh)
     }
+
+    /// Stores values computed ahead for batch `batch_index` (see `BatchKept`).
+    fn keep(&self, batch_index: usize, computed: BatchKept) {
+        if let Some((hash, digests)) = computed.id_digests {
+            let _ = self.id_digests[batch_index][hash_slot(hash)].set(digests);
+        }
+        if let Some(signatures) = computed.signatures {
+            let mut slot = self.url_signatures[batch_index]
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if slot
+                .as_ref()
+                .is_none_or(|kept| kept.signed_at < signatures.signed_at)
+            {
+                *slot = Some(signatures);
+            }
+        }
+    }
+}
+
+/// The values `KeptPerFile` asks for, computed for one batch before its lines are written: a
+/// cold query computes them on a stage of its own while the line writer writes the batch
+/// before, and its list keeps them.
+pub struct BatchKept {
+    id_digests: Option<(FileIdHash, Box<[u8]>)>,
+    signatures: Option<Arc<BatchSignatures>>,
+}
+
+impl BatchKept {
+    /// The values of `batch`'s rows (signatures are left out when a row cannot be signed: the
+    /// line writer then meets that row's error itself, where it is reported).
+    pub fn compute(batch: &RecordBatch, kept: KeptPerFile<'_>) -> Result<BatchKept> {
+        let columns = ScanColumns::new(batch)?;
+        Ok(BatchKept {
+            id_digests: kept.ids.map(|hash| (hash, id_digests(&columns, hash))),
+            signatures: kept.signer.and_then(|signer| sign_rows(&columns, signer)),
+        })
+    }
+}
+
+/// Position of `hash` in `FileIdHash::ALL` (the per-batch digest slots).
+fn hash_slot(hash: FileIdHash) -> usize {
+    FileIdHash::ALL
+        .iter()
+        .position(|&candidate| candidate == hash)
+        .unwrap_or(0)
+}
+
+/// The id digests of every row, `hash.digest_len()` bytes each.
+fn id_digests(columns: &ScanColumns<'_>, hash: FileIdHash) -> Box<[u8]> {
+    let len = hash.digest_len();
+    let mut digests = vec![0u8; columns.rows * len].into_boxed_slice();
+    for (row, digest) in digests.chunks_exact_mut(len).enumerate() {
+        hash.digest_into(string_at(columns.path, row).unwrap_or_default(), digest);
+    }
+    digests
+}
+
+/// The URL signature of every row; None when one cannot be signed.
+fn sign_rows(columns: &ScanColumns<'_>, signer: &dyn UrlSigner) -> Option<Arc<BatchSignatures>> {
+    let mut signatures = vec![[0u8; 32]; columns.rows].into_boxed_slice();
+    for (row, signature) in signatures.iter_mut().enumerate() {
+        if let Some(file) = columns.row(row) {
+            *signature = signer.url_signature(&file).ok()?;
+        }
+    }
+    Some(Arc::new(BatchSignatures {
+        signed_at: signer.signed_at(),
+        signatures,
+    }))
+}
+
+/// Calls `visit` for the rows of one batch (its first file at list index `batch_start`) from
+/// list index `start` on, with the values given.
+fn visit_rows(
+    columns: &ScanColumns<'_>,
+    batch_start: usize,
+    start: usize,
+    id_digests: Option<(FileIdHash, &[u8])>,
+    signatures: Option<&BatchSignatures>,
+    visit: &mut impl FnMut(usize, &FileRow<'_>) -> ControlFlow<()>,
+) -> ControlFlow<()> {
+    for row in start.saturating_sub(batch_start)..columns.rows {
+        let Some(mut file) = columns.row(row) else {
+            continue;
+        };
+        if let Some((hash, digests)) = id_digests {
+            let len = hash.digest_len();
+            file.id_digest = Some((hash, &digests[row * len..(row + 1) * len]));
+        }
+        if let Some(signatures) = signatures {
+            file.url_signature = Some((signatures.signed_at, &signatures.signatures[row]));
+        }
+        if visit(batch_start + row, &file).is_break() {
+            return ControlFlow::Break(());
+        }
+    }
+    ControlFlow::Continue(())
 }
 
 /// Bytes a cached list reserves per file for the values it keeps: an id digest of every hash
@@ -266,12 +336,14 @@ impl ActiveFilesBuilder {
         self.files.len
     }
 
-    /// Adds the next batch, then calls `visit` for its files from list index `start` on (with
-    /// the values `kept` asks for while the list is kept: they stay with it). Returns whether
-    /// the list is still kept and whether `visit` broke.
+    /// Adds the next batch, then calls `visit` for its files from list index `start` on, with
+    /// the values `kept` asks for: those `computed` ahead (see `BatchKept`), else computed here;
+    /// they stay with the list while it is kept. Returns whether the list is still kept and
+    /// whether `visit` broke.
     pub fn push_and_visit(
         &mut self,
         batch: RecordBatch,
+        computed: Option<BatchKept>,
         start: usize,
         kept: KeptPerFile<'_>,
         mut visit: impl FnMut(usize, &FileRow<'_>) -> ControlFlow<()>,
@@ -280,20 +352,34 @@ impl ActiveFilesBuilder {
         if batch.num_rows() == 0 || first_index + batch.num_rows() <= start {
             return Ok((self.push(batch), ControlFlow::Continue(())));
         }
-        let still_kept = self.push(batch.clone());
-        let visited = if still_kept {
-            self.files
-                .visit_batch_from(self.files.batches.len() - 1, start, kept, &mut visit)?
-        } else {
-            visit_batch(&batch, first_index, |index, file| {
-                if index < start {
-                    ControlFlow::Continue(())
-                } else {
-                    visit(index, file)
-                }
-            })?
+        if self.push(batch.clone()) {
+            let batch_index = self.files.batches.len() - 1;
+            if let Some(computed) = computed {
+                self.files.keep(batch_index, computed);
+            }
+            let visited = self
+                .files
+                .visit_batch_from(batch_index, start, kept, &mut visit)?;
+            return Ok((true, visited));
+        }
+        let computed = match computed {
+            Some(computed) => computed,
+            None => BatchKept::compute(&batch, kept)?,
         };
-        Ok((still_kept, visited))
+        let columns = ScanColumns::new(&batch)?;
+        let id_digests = computed
+            .id_digests
+            .as_ref()
+            .map(|(hash, digests)| (*hash, &digests[..]));
+        let visited = visit_rows(
+            &columns,
+            first_index,
+            start,
+            id_digests,
+            computed.signatures.as_deref(),
+            &mut visit,
+        );
+        Ok((false, visited))
     }
 
     /// Adds the next batch; false once the list has outgrown the budget (nothing is kept).
@@ -467,24 +553,6 @@ pub fn relative_path(key: &str, root: &str) -> Result<String> {
 /// too, so a relative path never reads as a URL.
 const RELATIVE_PATH_SEGMENT: &percent_encoding::AsciiSet = &PATH_SEGMENT.add(b':');
 
-/// Calls `visit` for each file of one scan batch.
-fn visit_batch(
-    batch: &RecordBatch,
-    first_index: usize,
-    mut visit: impl FnMut(usize, &FileRow<'_>) -> ControlFlow<()>,
-) -> Result<ControlFlow<()>> {
-    let columns = ScanColumns::new(batch)?;
-    for row in 0..batch.num_rows() {
-        let Some(file) = columns.row(row) else {
-            continue;
-        };
-        if visit(first_index + row, &file).is_break() {
-            return Ok(ControlFlow::Break(()));
-        }
-    }
-    Ok(ControlFlow::Continue(()))
-}
-
 /// Typed views of the scan-row columns of one batch.
 struct ScanColumns<'a> {
     rows: usize,
@@ -645,7 +713,8 @@ mod tests {
         }];
         let batch = iceberg_scan_rows(&files, "t/", 1_000).unwrap();
         let mut seen = Vec::new();
-        let flow = visit_batch(&batch, 0, |index, file| {
+        let columns = ScanColumns::new(&batch).unwrap();
+        let flow = visit_rows(&columns, 0, 0, None, None, &mut |index, file| {
             seen.push((
                 index,
                 file.path.to_string(),
@@ -657,8 +726,7 @@ mod tests {
                     .collect::<Vec<_>>(),
             ));
             ControlFlow::Continue(())
-        })
-        .unwrap();
+        });
         assert!(flow.is_continue());
         assert_eq!(
             seen,
@@ -685,7 +753,7 @@ mod tests {
     /// Signs a file's path with a counter, refusing paths that contain `bad`.
     struct CountingSigner {
         signed_at: i64,
-        signed: std::cell::Cell<usize>,
+        signed: std::sync::atomic::AtomicUsize,
     }
 
     impl UrlSigner for CountingSigner {
@@ -697,7 +765,8 @@ mod tests {
             if file.path.contains("bad") {
                 return Err(SharingError::internal("unsignable"));
             }
-            self.signed.set(self.signed.get() + 1);
+            self.signed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let mut signature = [0u8; 32];
             signature[..8].copy_from_slice(&self.signed_at.to_le_bytes());
             signature[8] = file.path.len() as u8;
@@ -753,13 +822,21 @@ mod tests {
         };
         let first = kept_values(&list, 1, kept);
         assert_eq!(first.len(), 2);
-        assert_eq!(signer.signed.get(), 3, "the whole batch is signed at once");
+        assert_eq!(
+            signer.signed.load(std::sync::atomic::Ordering::Relaxed),
+            3,
+            "the whole batch is signed at once"
+        );
         let mut digest = vec![0u8; 16];
         FileIdHash::Md5.digest_into("bb.parquet", &mut digest);
         assert_eq!(first[0].0.as_deref(), Some(digest.as_slice()));
         assert_eq!(first[0].1.map(|(at, s)| (at, s[8])), Some((60, 10)));
         assert_eq!(kept_values(&list, 0, kept).len(), 3);
-        assert_eq!(signer.signed.get(), 3, "kept signatures are reused");
+        assert_eq!(
+            signer.signed.load(std::sync::atomic::Ordering::Relaxed),
+            3,
+            "kept signatures are reused"
+        );
         let later = CountingSigner {
             signed_at: 120,
             signed: Default::default(),
@@ -775,7 +852,7 @@ mod tests {
         assert!(newer
             .iter()
             .all(|(id, signature)| id.is_none() && signature.is_some_and(|(at, _)| at == 120)));
-        assert_eq!(later.signed.get(), 3);
+        assert_eq!(later.signed.load(std::sync::atomic::Ordering::Relaxed), 3);
         // An older instant gets the newer signatures, which its writer does not use.
         assert!(kept_values(&list, 0, kept)
             .iter()

@@ -173,10 +173,17 @@ pub struct FileLineContext<'a> {
     pub id_hash: FileIdHash,
     /// Set on version and timestamp queries (the file's snapshot version).
     pub version: Option<u64>,
-    presign: PresignBatch<'a>,
-    table_root: Url,
+    urls: FileUrlSigner<'a>,
     /// Reused per line: the object key of the file.
     key_scratch: RefCell<String>,
+}
+
+/// Signs the URLs of one table's files at one instant. Shared by the threads of a response
+/// (the kept-values stage of a cold query signs while the line writer writes).
+pub struct FileUrlSigner<'a> {
+    table: &'a TableSnapshot,
+    presign: PresignBatch<'a>,
+    table_root: Url,
 }
 
 impl<'a> FileLineContext<'a> {
@@ -192,8 +199,11 @@ impl<'a> FileLineContext<'a> {
             table,
             id_hash,
             version,
-            presign: presigner.batch(OffsetDateTime::now_utc()),
-            table_root: table_url(&table.bucket, &table.location)?,
+            urls: FileUrlSigner {
+                table,
+                presign: presigner.batch(OffsetDateTime::now_utc()),
+                table_root: table_url(&table.bucket, &table.location)?,
+            },
             key_scratch: RefCell::new(String::new()),
         })
     }
@@ -214,19 +224,20 @@ impl<'a> FileLineContext<'a> {
         };
         let mut key = self.key_scratch.borrow_mut();
         key.clear();
-        self.object_key_into(file.path, &mut key)?;
+        self.urls.object_key_into(file.path, &mut key)?;
         let known_signature = file
             .url_signature
-            .filter(|(signed_at, _)| *signed_at == self.presign.signed_at())
+            .filter(|(signed_at, _)| *signed_at == self.urls.presign.signed_at())
             .map(|(_, signature)| signature);
-        let mut expiration = self.presign.expiration_timestamp_ms();
+        let mut expiration = self.urls.presign.expiration_timestamp_ms();
         if let Some((_, Some(dv_expiry))) = &deletion_vector {
             expiration = expiration.min(*dv_expiry);
         }
         match self.format {
             ResponseFormat::Parquet => {
                 out.put_slice(b"{\"file\":{\"url\":\"");
-                self.presign
+                self.urls
+                    .presign
                     .write_get_url(&self.table.bucket, &key, known_signature, out);
                 out.put_slice(b"\",\"id\":\"");
                 self.id_hash.write_file_id(file.path, file.id_digest, out);
@@ -252,7 +263,8 @@ impl<'a> FileLineContext<'a> {
                     put_number_field(out, b",\"version\":", version);
                 }
                 out.put_slice(b",\"deltaSingleAction\":{\"add\":{\"path\":\"");
-                self.presign
+                self.urls
+                    .presign
                     .write_get_url(&self.table.bucket, &key, known_signature, out);
                 out.put_slice(b"\",\"partitionValues\":");
                 write_partition_values(&file.partition_values, out);
@@ -279,6 +291,78 @@ impl<'a> FileLineContext<'a> {
         Ok(expiration)
     }
 
+    pub(crate) fn presign_file(&self, path: &str) -> Result<crate::presign::PresignedUrl> {
+        self.urls.presign_file(path)
+    }
+
+    /// What signs this response's file URLs (for the values a cached list keeps).
+    pub fn url_signer(&self) -> &dyn UrlSigner {
+        &self.urls
+    }
+
+    /// A deletion vector for the delta format: inline ones pass through, stored ones become a
+    /// presigned absolute (`p`) descriptor.
+    pub(crate) fn deletion_vector(
+        &self,
+        dv: &DeletionVectorRef<'_>,
+    ) -> Result<(Value, Option<i64>)> {
+        let mut descriptor = json!({
+            "storageType": dv.storage_type,
+            "pathOrInlineDv": dv.path_or_inline_dv,
+            "sizeInBytes": dv.size_in_bytes,
+            "cardinality": dv.cardinality,
+        });
+        if let Some(offset) = dv.offset {
+            descriptor["offset"] = json!(offset);
+        }
+        if dv.storage_type == "i" {
+            return Ok((descriptor, None));
+        }
+        let parsed = delta_kernel::actions::deletion_vector::DeletionVectorDescriptor::try_new(
+            dv.storage_type
+                .parse()
+                .map_err(|error| SharingError::internal(format!("deletion vector: {error}")))?,
+            dv.path_or_inline_dv,
+            dv.offset,
+            dv.size_in_bytes,
+            dv.cardinality,
+        )
+        .map_err(|error| SharingError::internal(format!("deletion vector: {error}")))?;
+        let absolute = parsed
+            .absolute_path(&self.urls.table_root)
+            .map_err(|error| SharingError::internal(format!("deletion vector path: {error}")))?
+            .ok_or_else(|| SharingError::internal("deletion vector without a path"))?;
+        let url = self.presign_file(absolute.as_str())?;
+        descriptor["storageType"] = json!("p");
+        descriptor["pathOrInlineDv"] = json!(url.url);
+        Ok((descriptor, Some(url.expiration_timestamp_ms)))
+    }
+}
+
+/// For a plain relative log path (no scheme, no leading `/`, no empty, `.` or `..` segment),
+/// whether it holds percent escapes; None for any other path. One pass over the bytes.
+fn read_relative_path(path: &str) -> Option<bool> {
+    let plain_segment = |segment: &[u8]| !matches!(segment, b"" | b"." | b"..");
+    let bytes = path.as_bytes();
+    let mut escaped = false;
+    let mut segment_start = 0;
+    for (position, &byte) in bytes.iter().enumerate() {
+        match byte {
+            b':' => return None,
+            b'%' => escaped = true,
+            b'/' => {
+                if !plain_segment(&bytes[segment_start..position]) {
+                    return None;
+                }
+                segment_start = position + 1;
+            }
+            _ => {}
+        }
+    }
+    plain_segment(&bytes[segment_start..]).then_some(escaped)
+}
+
+impl FileUrlSigner<'_> {
     pub(crate) fn presign_file(&self, path: &str) -> Result<crate::presign::PresignedUrl> {
         let mut key = String::new();
         self.object_key_into(path, &mut key)?;
@@ -328,75 +412,9 @@ impl<'a> FileLineContext<'a> {
         key.push_str(&decoded);
         Ok(())
     }
-
-    /// The context a response's cached-list walk signs file URLs with.
-    pub fn url_signer(&self) -> &dyn UrlSigner {
-        self
-    }
-
-    /// A deletion vector for the delta format: inline ones pass through, stored ones become a
-    /// presigned absolute (`p`) descriptor.
-    pub(crate) fn deletion_vector(
-        &self,
-        dv: &DeletionVectorRef<'_>,
-    ) -> Result<(Value, Option<i64>)> {
-        let mut descriptor = json!({
-            "storageType": dv.storage_type,
-            "pathOrInlineDv": dv.path_or_inline_dv,
-            "sizeInBytes": dv.size_in_bytes,
-            "cardinality": dv.cardinality,
-        });
-        if let Some(offset) = dv.offset {
-            descriptor["offset"] = json!(offset);
-        }
-        if dv.storage_type == "i" {
-            return Ok((descriptor, None));
-        }
-        let parsed = delta_kernel::actions::deletion_vector::DeletionVectorDescriptor::try_new(
-            dv.storage_type
-                .parse()
-                .map_err(|error| SharingError::internal(format!("deletion vector: {error}")))?,
-            dv.path_or_inline_dv,
-            dv.offset,
-            dv.size_in_bytes,
-            dv.cardinality,
-        )
-        .map_err(|error| SharingError::internal(format!("deletion vector: {error}")))?;
-        let absolute = parsed
-            .absolute_path(&self.table_root)
-            .map_err(|error| SharingError::internal(format!("deletion vector path: {error}")))?
-            .ok_or_else(|| SharingError::internal("deletion vector without a path"))?;
-        let url = self.presign_file(absolute.as_str())?;
-        descriptor["storageType"] = json!("p");
-        descriptor["pathOrInlineDv"] = json!(url.url);
-        Ok((descriptor, Some(url.expiration_timestamp_ms)))
-    }
 }
 
-/// For a plain relative log path (no scheme, no leading `/`, no empty, `.` or `..` segment),
-/// whether it holds percent escapes; None for any other path. One pass over the bytes.
-fn read_relative_path(path: &str) -> Option<bool> {
-    let plain_segment = |segment: &[u8]| !matches!(segment, b"" | b"." | b"..");
-    let bytes = path.as_bytes();
-    let mut escaped = false;
-    let mut segment_start = 0;
-    for (position, &byte) in bytes.iter().enumerate() {
-        match byte {
-            b':' => return None,
-            b'%' => escaped = true,
-            b'/' => {
-                if !plain_segment(&bytes[segment_start..position]) {
-                    return None;
-                }
-                segment_start = position + 1;
-            }
-            _ => {}
-        }
-    }
-    plain_segment(&bytes[segment_start..]).then_some(escaped)
-}
-
-impl UrlSigner for FileLineContext<'_> {
+impl UrlSigner for FileUrlSigner<'_> {
     fn signed_at(&self) -> i64 {
         self.presign.signed_at()
     }

@@ -18,7 +18,7 @@ pub mod query;
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::ops::ControlFlow;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use delta_kernel::history_manager::{first_version_after, latest_version_as_of, HistoryCommitType};
@@ -37,7 +37,7 @@ use crate::capabilities::TableNeeds;
 use crate::catalog::{SourceType, Table};
 use crate::delta::files::{
     full_order_id, iceberg_scan_rows, incremental_order_id, scan_active_files, ActiveFiles,
-    ActiveFilesBuilder, FileRow, KeptPerFile, ICEBERG_BATCH_FILES,
+    ActiveFilesBuilder, BatchKept, FileRow, KeptPerFile, ICEBERG_BATCH_FILES,
 };
 use crate::error::{ErrorKind, Result, SharingError};
 use crate::iceberg::{self, IcebergTable, TableVersion};
@@ -317,14 +317,17 @@ impl DeltaTables {
         let engine = self.engine(&snapshot.bucket);
         let budget = usize::try_from(self.file_lists_bytes_max).unwrap_or(usize::MAX);
         let mut builder = ActiveFilesBuilder::new(version, order_id, budget);
-        let mut visiting = true;
+        let visiting = AtomicBool::new(true);
         let mut failure = None;
-        // The replay runs on its own thread and hands batches over, so replaying and writing
-        // lines overlap.
+        // Three stages overlap: the replay (its own thread) hands batches to the kept-values
+        // stage, which computes the file ids and URL signatures of each batch that will be
+        // visited, while this thread writes the lines of the batch before.
         let (batch_sender, batch_receiver) = std::sync::mpsc::sync_channel(SCAN_BATCHES_IN_FLIGHT);
+        let (kept_sender, kept_receiver) = std::sync::mpsc::sync_channel(SCAN_BATCHES_IN_FLIGHT);
         let scanned = std::thread::scope(|scope| {
             let engine = engine.as_ref();
             let base = base.as_deref();
+            let visiting = &visiting;
             let replay = scope.spawn(move || {
                 let hand_over = |batch| match batch_sender.send(batch) {
                     Ok(()) => ControlFlow::Continue(()),
@@ -339,17 +342,34 @@ impl DeltaTables {
                     }
                 }
             });
-            for batch in batch_receiver {
-                if !visiting {
+            scope.spawn(move || {
+                let mut first_index = 0;
+                for batch in batch_receiver {
+                    let rows = batch.num_rows();
+                    let visited_later =
+                        visiting.load(Ordering::Relaxed) && first_index + rows > start;
+                    first_index += rows;
+                    // A batch whose values cannot be computed goes on without: its line
+                    // writer meets the error itself.
+                    let computed = visited_later
+                        .then(|| BatchKept::compute(&batch, kept).ok())
+                        .flatten();
+                    if kept_sender.send((batch, computed)).is_err() {
+                        break;
+                    }
+                }
+            });
+            for (batch, computed) in kept_receiver {
+                if !visiting.load(Ordering::Relaxed) {
                     if !builder.push(batch) {
                         break;
                     }
                     continue;
                 }
-                match builder.push_and_visit(batch, start, kept, &mut visit) {
+                match builder.push_and_visit(batch, computed, start, kept, &mut visit) {
                     Ok((_, ControlFlow::Continue(()))) => {}
                     Ok((still_kept, ControlFlow::Break(()))) => {
-                        visiting = false;
+                        visiting.store(false, Ordering::Relaxed);
                         if !still_kept {
                             break;
                         }
