@@ -220,7 +220,7 @@ impl PresignBatch<'_> {
         out.put_slice(self.query.as_bytes());
         out.put_slice(b"&X-Amz-Signature=");
         let mut hex_digits = [0u8; 64];
-        hex_into(signature, &mut hex_digits);
+        let _ = hex::encode_to_slice(signature, &mut hex_digits);
         out.put_slice(&hex_digits);
         self.expiration_timestamp_ms
     }
@@ -231,7 +231,7 @@ impl PresignBatch<'_> {
         canonical_request.update(canonical_path);
         canonical_request.update(self.canonical_request_tail.as_bytes());
         let mut digest_hex = [0u8; 64];
-        hex_into(&canonical_request.finalize(), &mut digest_hex);
+        let _ = hex::encode_to_slice(canonical_request.finalize(), &mut digest_hex);
         let mut string_to_sign = self.string_to_sign_mac.clone();
         string_to_sign.update(&digest_hex);
         string_to_sign.finalize().into_bytes().into()
@@ -245,15 +245,6 @@ fn write_canonical_path(bucket: &str, key: &str, out: &mut BytesMut) {
     out.put_u8(b'/');
     uri_encode_into(out, key, false);
 }
-
-fn hex_into(bytes: &[u8], digits: &mut [u8]) {
-    for (pair, byte) in digits.chunks_exact_mut(2).zip(bytes) {
-        pair[0] = HEX_DIGITS[usize::from(byte >> 4)];
-        pair[1] = HEX_DIGITS[usize::from(byte & 0x0f)];
-    }
-}
-
-const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
 
 type HmacSha256 = Hmac<Sha256>;
 

@@ -223,6 +223,7 @@ impl ActiveFiles {
 /// The values `KeptPerFile` asks for, computed for one batch before its lines are written: a
 /// cold query computes them on a stage of its own while the line writer writes the batch
 /// before, and its list keeps them.
+#[derive(Default)]
 pub struct BatchKept {
     id_digests: Option<(FileIdHash, Box<[u8]>)>,
     signatures: Option<Arc<BatchSignatures>>,
@@ -337,9 +338,10 @@ impl ActiveFilesBuilder {
     }
 
     /// Adds the next batch, then calls `visit` for its files from list index `start` on, with
-    /// the values `kept` asks for: those `computed` ahead (see `BatchKept`), else computed here;
-    /// they stay with the list while it is kept. Returns whether the list is still kept and
-    /// whether `visit` broke.
+    /// the values `computed` ahead (see `BatchKept`). While the list is kept they stay with it,
+    /// and what `kept` asks for beyond them is computed here; past the budget the line writer
+    /// computes what is missing per file. Returns whether the list is still kept and whether
+    /// `visit` broke.
     pub fn push_and_visit(
         &mut self,
         batch: RecordBatch,
@@ -362,10 +364,7 @@ impl ActiveFilesBuilder {
                 .visit_batch_from(batch_index, start, kept, &mut visit)?;
             return Ok((true, visited));
         }
-        let computed = match computed {
-            Some(computed) => computed,
-            None => BatchKept::compute(&batch, kept)?,
-        };
+        let computed = computed.unwrap_or_default();
         let columns = ScanColumns::new(&batch)?;
         let id_digests = computed
             .id_digests

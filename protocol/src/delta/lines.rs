@@ -102,8 +102,9 @@ impl FileIdHash {
             }
         };
         let mut digits = [0u8; 64];
-        hex_into(digest, &mut digits);
-        out.put_slice(&digits[..digest.len() * 2]);
+        let digits = &mut digits[..digest.len() * 2];
+        let _ = hex::encode_to_slice(digest, digits);
+        out.put_slice(digits);
     }
 }
 
@@ -426,13 +427,6 @@ impl UrlSigner for FileUrlSigner<'_> {
     }
 }
 
-fn hex_into(bytes: &[u8], digits: &mut [u8]) {
-    for (pair, byte) in digits.chunks_exact_mut(2).zip(bytes) {
-        pair[0] = HEX_DIGITS[usize::from(byte >> 4)];
-        pair[1] = HEX_DIGITS[usize::from(byte & 0x0f)];
-    }
-}
-
 fn put_number_field(out: &mut BytesMut, name: &[u8], value: impl itoa::Integer) {
     out.put_slice(name);
     out.put_slice(itoa::Buffer::new().format(value).as_bytes());
@@ -454,16 +448,9 @@ fn write_json_string(text: &str, out: &mut BytesMut) {
         match JSON_ESCAPES[usize::from(byte)] {
             0 => put(byte),
             b'u' => {
-                for escaped in [
-                    b'\\',
-                    b'u',
-                    b'0',
-                    b'0',
-                    HEX_DIGITS[usize::from(byte >> 4)],
-                    HEX_DIGITS[usize::from(byte & 0x0f)],
-                ] {
-                    put(escaped);
-                }
+                let mut escaped = *b"\\u0000";
+                let _ = hex::encode_to_slice([byte], &mut escaped[4..]);
+                escaped.into_iter().for_each(&mut put);
             }
             escape => {
                 put(b'\\');
@@ -494,8 +481,6 @@ const JSON_ESCAPES: [u8; 256] = {
     escapes[b'\\' as usize] = b'\\';
     escapes
 };
-
-const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
 
 fn write_partition_values(values: &[(&str, Option<&str>)], out: &mut BytesMut) {
     out.put_u8(b'{');
