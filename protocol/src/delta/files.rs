@@ -790,12 +790,11 @@ mod tests {
         builder.finish().unwrap()
     }
 
-    /// (id digest, signature) of each file visited from `start` with `kept`.
-    fn kept_values(
-        list: &ActiveFiles,
-        start: usize,
-        kept: KeptPerFile<'_>,
-    ) -> Vec<(Option<Vec<u8>>, Option<(i64, [u8; 32])>)> {
+    /// A file's id digest and its URL signature with the instant it names.
+    type FileValues = (Option<Vec<u8>>, Option<(i64, [u8; 32])>);
+
+    /// The values of each file visited from `start` with `kept`.
+    fn kept_values(list: &ActiveFiles, start: usize, kept: KeptPerFile<'_>) -> Vec<FileValues> {
         let mut seen = Vec::new();
         list.visit_from(start, kept, |_, file| {
             seen.push((
