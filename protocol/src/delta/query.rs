@@ -503,6 +503,35 @@ struct StreamPlan {
     end_stream: EndStream,
 }
 
+impl StreamPlan {
+    /// What writes the file lines of `snapshot` for this plan.
+    fn line_context<'a>(
+        &self,
+        snapshot: &'a TableSnapshot,
+        presigner: &'a Presigner,
+    ) -> Result<FileLineContext<'a>> {
+        FileLineContext::new(
+            self.format,
+            snapshot,
+            presigner,
+            self.id_hash,
+            self.line_version,
+        )
+    }
+}
+
+/// The values the lines of `context` take from a cached list: the file ids, and the URL
+/// signatures unless a predicate may skip most files (those it keeps are signed one by one).
+fn kept_for_lines<'a>(
+    context: &'a FileLineContext<'_>,
+    predicate: Option<&Predicate>,
+) -> KeptPerFile<'a> {
+    KeptPerFile {
+        ids: Some(context.id_hash),
+        signer: predicate.is_none().then(|| context.url_signer()),
+    }
+}
+
 /// Response chunks on their way to the connection: lines are written into a buffer that is
 /// sent once it holds `CHUNK_BYTES`, or come as whole segments in pooled buffers. In memory
 /// mode (small answers written on the core thread) the buffer just grows and becomes the
@@ -660,19 +689,9 @@ fn stream_files(
             return finish_stream(plan, None, expiration, out);
         }
     }
-    let context = FileLineContext::new(
-        plan.format,
-        snapshot,
-        presigner,
-        plan.id_hash,
-        plan.line_version,
-    )?;
+    let context = plan.line_context(snapshot, presigner)?;
     let order_used = Cell::new(0);
-    let kept = KeptPerFile {
-        ids: Some(plan.id_hash),
-        // A predicate may skip most files: those it keeps are signed one by one.
-        signer: predicate.is_none().then(|| context.url_signer()),
-    };
+    let kept = kept_for_lines(&context, predicate.as_ref());
     let visit = |index, file: &FileRow<'_>| {
         let stats = if predicate.is_some() || limit.is_some() {
             parse_stats(file)
@@ -812,13 +831,7 @@ fn write_lines_in_parallel(
         .saturating_sub(start)
         .div_ceil(PARALLEL_SEGMENT_FILES);
     if segments <= 1 {
-        let context = FileLineContext::new(
-            plan.format,
-            snapshot,
-            presigner,
-            plan.id_hash,
-            plan.line_version,
-        )?;
+        let context = plan.line_context(snapshot, presigner)?;
         let (lines, expiration_ms) = write_segment(
             &out.line_buffers,
             files,
@@ -839,13 +852,7 @@ fn write_lines_in_parallel(
             let (sender, receiver) = std::sync::mpsc::sync_channel::<Segment>(SEGMENTS_IN_FLIGHT);
             receivers.push(receiver);
             scope.spawn(move || {
-                let context = match FileLineContext::new(
-                    plan.format,
-                    snapshot,
-                    presigner,
-                    plan.id_hash,
-                    plan.line_version,
-                ) {
+                let context = match plan.line_context(snapshot, presigner) {
                     Ok(context) => context,
                     Err(error) => {
                         let _ = sender.send(Err(error));
@@ -901,12 +908,7 @@ fn write_segment(
     let mut lines = line_buffers.take(LINE_BYTES_TYPICAL * (end - first));
     let mut min_expiration_ms: Option<i64> = None;
     let mut failure = None;
-    let kept = KeptPerFile {
-        ids: Some(context.id_hash),
-        // A predicate may skip most files: those it keeps are signed one by one.
-        signer: predicate.is_none().then(|| context.url_signer()),
-    };
-    files.visit_from(first, kept, |index, file| {
+    files.visit_from(first, kept_for_lines(context, predicate), |index, file| {
         if index >= end {
             return ControlFlow::Break(());
         }
