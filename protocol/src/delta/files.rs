@@ -350,7 +350,7 @@ impl ActiveFilesBuilder {
         kept: KeptPerFile<'_>,
         mut visit: impl FnMut(usize, &FileRow<'_>) -> ControlFlow<()>,
     ) -> Result<(bool, ControlFlow<()>)> {
-        let first_index = self.files.len;
+        let first_index = self.next_index();
         if batch.num_rows() == 0 || first_index + batch.num_rows() <= start {
             return Ok((self.push(batch), ControlFlow::Continue(())));
         }
@@ -755,6 +755,27 @@ mod tests {
         signed: std::sync::atomic::AtomicUsize,
     }
 
+    impl CountingSigner {
+        fn at(signed_at: i64) -> Self {
+            CountingSigner {
+                signed_at,
+                signed: Default::default(),
+            }
+        }
+
+        fn signed(&self) -> usize {
+            self.signed.load(std::sync::atomic::Ordering::Relaxed)
+        }
+
+        /// Asks for this signer's signatures only.
+        fn alone(&self) -> KeptPerFile<'_> {
+            KeptPerFile {
+                ids: None,
+                signer: Some(self),
+            }
+        }
+    }
+
     impl UrlSigner for CountingSigner {
         fn signed_at(&self) -> i64 {
             self.signed_at
@@ -810,47 +831,26 @@ mod tests {
     #[test]
     fn kept_ids_and_signatures_are_computed_once_per_batch_and_instant() {
         let list = list_of(&["a.parquet", "bb.parquet", "ccc.parquet"]);
-        let signer = CountingSigner {
-            signed_at: 60,
-            signed: Default::default(),
-        };
+        let signer = CountingSigner::at(60);
         let kept = KeptPerFile {
             ids: Some(FileIdHash::Md5),
             signer: Some(&signer),
         };
         let first = kept_values(&list, 1, kept);
         assert_eq!(first.len(), 2);
-        assert_eq!(
-            signer.signed.load(std::sync::atomic::Ordering::Relaxed),
-            3,
-            "the whole batch is signed at once"
-        );
+        assert_eq!(signer.signed(), 3, "the whole batch is signed at once");
         let mut digest = vec![0u8; 16];
         FileIdHash::Md5.digest_into("bb.parquet", &mut digest);
         assert_eq!(first[0].0.as_deref(), Some(digest.as_slice()));
         assert_eq!(first[0].1.map(|(at, s)| (at, s[8])), Some((60, 10)));
         assert_eq!(kept_values(&list, 0, kept).len(), 3);
-        assert_eq!(
-            signer.signed.load(std::sync::atomic::Ordering::Relaxed),
-            3,
-            "kept signatures are reused"
-        );
-        let later = CountingSigner {
-            signed_at: 120,
-            signed: Default::default(),
-        };
-        let newer = kept_values(
-            &list,
-            0,
-            KeptPerFile {
-                ids: None,
-                signer: Some(&later),
-            },
-        );
+        assert_eq!(signer.signed(), 3, "kept signatures are reused");
+        let later = CountingSigner::at(120);
+        let newer = kept_values(&list, 0, later.alone());
         assert!(newer
             .iter()
             .all(|(id, signature)| id.is_none() && signature.is_some_and(|(at, _)| at == 120)));
-        assert_eq!(later.signed.load(std::sync::atomic::Ordering::Relaxed), 3);
+        assert_eq!(later.signed(), 3);
         // An older instant gets the newer signatures, which its writer does not use.
         assert!(kept_values(&list, 0, kept)
             .iter()
@@ -863,18 +863,8 @@ mod tests {
     #[test]
     fn a_batch_with_an_unsignable_file_keeps_no_signatures() {
         let list = list_of(&["a.parquet", "bad.parquet"]);
-        let signer = CountingSigner {
-            signed_at: 60,
-            signed: Default::default(),
-        };
-        let seen = kept_values(
-            &list,
-            0,
-            KeptPerFile {
-                ids: None,
-                signer: Some(&signer),
-            },
-        );
+        let signer = CountingSigner::at(60);
+        let seen = kept_values(&list, 0, signer.alone());
         assert!(seen.iter().all(|(_, signature)| signature.is_none()));
     }
 }
