@@ -1,8 +1,9 @@
 //! Worker threads, listeners, HTTP and TLS, shutdown. See `bind` and `serve`.
 //!
-//! `bind` opens one SO_REUSEPORT listener per worker on the same address (the first picks
-//! the port when it is 0) and loads the TLS certificate, so every start-up error surfaces
-//! before any thread starts. `BoundServer::run` starts one thread per listener, each with
+//! `bind` opens one listener on the address (picking the port when it is 0), gives every
+//! worker its own descriptor of it, and loads the TLS certificate, so every start-up error
+//! surfaces before any thread starts. The socket is not `SO_REUSEPORT`: a second process
+//! cannot bind the same address and silently take half of the connections. `BoundServer::run` starts one thread per listener, each with
 //! its own current-thread tokio runtime serving HTTP/1.1 and HTTP/2 through hyper-util's
 //! `auto::Builder` (h2c by prior knowledge on plain TCP, ALPN under TLS), and blocks until
 //! a stop: SIGTERM, SIGINT, a `ShutdownHandle`, or a worker that ends on its own.
@@ -106,7 +107,7 @@ where
     bind(&config)?.run(service)
 }
 
-/// Opens one SO_REUSEPORT listener per worker thread and loads TLS from `certs_dir`.
+/// Opens the listener (one descriptor per worker thread) and loads TLS from `certs_dir`.
 pub fn bind(config: &ServerConfig) -> anyhow::Result<BoundServer> {
     if config.threads == 0 {
         bail!("the server needs at least one worker thread");
@@ -118,12 +119,13 @@ pub fn bind(config: &ServerConfig) -> anyhow::Result<BoundServer> {
         Some(folder) => load_tls(folder)?,
         None => None,
     };
-    let first = reuseport_listener(config.address)?;
+    let first = exclusive_listener(config.address)?;
     let local_addr = first.local_addr().context("reading the bound address")?;
-    let mut listeners = vec![first];
+    let mut listeners = Vec::with_capacity(config.threads);
     for _ in 1..config.threads {
-        listeners.push(reuseport_listener(local_addr)?);
+        listeners.push(first.try_clone().context("sharing the listener")?);
     }
+    listeners.push(first);
     let (stop, _) = watch::channel(false);
     Ok(BoundServer {
         listeners,
@@ -447,7 +449,9 @@ async fn sends_http2_preface(stream: &TcpStream) -> std::io::Result<Option<bool>
     }
 }
 
-fn reuseport_listener(address: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
+/// A listening socket only this process serves: `SO_REUSEADDR` (so a restart binds while old
+/// connections linger in TIME_WAIT) but not `SO_REUSEPORT`, so a second bind fails.
+fn exclusive_listener(address: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
     let socket = Socket::new(
         Domain::for_address(address),
         Type::STREAM,
@@ -457,13 +461,10 @@ fn reuseport_listener(address: SocketAddr) -> anyhow::Result<std::net::TcpListen
     socket
         .set_reuse_address(true)
         .context("setting SO_REUSEADDR")?;
-    socket
-        .set_reuse_port(true)
-        .context("setting SO_REUSEPORT")?;
     socket.set_nonblocking(true).context("setting O_NONBLOCK")?;
     socket
         .bind(&address.into())
-        .with_context(|| format!("binding {address}"))?;
+        .with_context(|| format!("binding {address} (is another server running on it?)"))?;
     socket
         .listen(LISTEN_BACKLOG)
         .with_context(|| format!("listening on {address}"))?;

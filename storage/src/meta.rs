@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 /// Name of an object's metadata file inside its key directory.
 pub(crate) const META_FILE: &str = "lakeshare.meta";
@@ -16,20 +17,34 @@ pub(crate) const META_FILE: &str = "lakeshare.meta";
 pub(crate) const DATA_DIR: &str = "lakeshare.data";
 
 const MAGIC: &[u8; 4] = b"LKSM";
-const FORMAT_VERSION: u16 = 1;
+const FORMAT_VERSION: u16 = 2;
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub(crate) struct PartMeta {
     pub(crate) number: u32,
     pub(crate) size: u64,
     pub(crate) etag: String,
+    /// A fresh id per upload of the part: names its shard files and keys their hashes.
+    pub(crate) id: Uuid,
+}
+
+impl PartMeta {
+    /// The shard file of this part version inside a data dir.
+    pub(crate) fn file_name(&self) -> String {
+        part_file_name(self.number, self.id)
+    }
+}
+
+/// The shard file name of part `number`, version `id`: `part.N.<id>`.
+pub(crate) fn part_file_name(number: u32, id: Uuid) -> String {
+    format!("part.{number}.{}", id.simple())
 }
 
 /// One drive's copy of an object's metadata.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub(crate) struct ObjectMeta {
     /// A fresh id per write; copies with the same id describe the same version.
-    pub(crate) version_id: String,
+    pub(crate) version_id: Uuid,
     pub(crate) size: u64,
     pub(crate) etag: String,
     pub(crate) modified_unix_nanos: i128,
@@ -44,10 +59,12 @@ pub(crate) struct ObjectMeta {
     /// `distribution[shard]` = the drive slot in the set holding that shard.
     pub(crate) distribution: Vec<usize>,
     /// The data dir under `lakeshare.data/`; `None` when the data is inline.
-    pub(crate) data_dir: Option<String>,
+    pub(crate) data_dir: Option<Uuid>,
     pub(crate) parts: Vec<PartMeta>,
     /// Number of multipart parts (0 for a single PUT).
     pub(crate) multipart_parts: u32,
+    /// The multipart upload this version completed, so a retried Complete is answered.
+    pub(crate) upload_id: Option<Uuid>,
 }
 
 impl ObjectMeta {
@@ -105,7 +122,7 @@ mod tests {
 
     fn sample() -> ObjectMeta {
         ObjectMeta {
-            version_id: "v1".into(),
+            version_id: Uuid::from_u128(1),
             size: 10,
             etag: "abc".into(),
             modified_unix_nanos: 12345,
@@ -122,8 +139,10 @@ mod tests {
                 number: 1,
                 size: 10,
                 etag: "abc".into(),
+                id: Uuid::from_u128(2),
             }],
             multipart_parts: 0,
+            upload_id: None,
         }
     }
 

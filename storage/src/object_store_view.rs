@@ -927,7 +927,7 @@ fn attributes_of(info: &ObjectInfo) -> Attributes {
 mod tests {
     use std::time::Duration;
 
-    use lakeshare_engine::io::{DriveIo, IoChoice};
+    use lakeshare_engine::io::ThreadPoolIo;
     use object_store::integration;
     use object_store::{DynObjectStore, ObjectStoreExt};
 
@@ -954,9 +954,7 @@ mod tests {
             scanner_interval: Duration::ZERO,
             ..StorageConfig::new(paths)
         };
-        let node = Node::open(config, DriveIo::new(IoChoice::Threads).unwrap())
-            .await
-            .unwrap();
+        let node = Node::open(config, Arc::new(ThreadPoolIo)).await.unwrap();
         node.make_bucket(BUCKET).await.unwrap();
         Fixture {
             _drives: drives,

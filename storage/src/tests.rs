@@ -1,4 +1,6 @@
-//! Node-level tests over temp-dir drives (through the `std::fs` twin of `DriveIo`).
+//! Node-level tests over temp-dir drives, through the drive I/O back-end of the machine
+//! (io_uring where the kernel allows it, else the pool; `LAKESHARE_FORCE_FALLBACK_IO=1`
+//! forces the pool).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -7,20 +9,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 
-use lakeshare_engine::io::{DriveIo, IoChoice};
+use lakeshare_engine::io::{DriveIo, IoBackend, IoChoice};
 
 use crate::error::StorageError;
-use crate::fsio::Fs;
 use crate::node::*;
 
-/// The drive back-end under test: `DriveIo` (io_uring when the kernel allows it, else the
-/// pool; `LAKESHARE_FORCE_FALLBACK_IO=1` forces the pool), or the `std::fs` twin with
-/// `LAKESHARE_STORAGE_TEST_FS=std`.
-fn test_fs() -> Fs {
-    if std::env::var("LAKESHARE_STORAGE_TEST_FS").is_ok_and(|value| value == "std") {
-        return Fs::Std;
-    }
-    Fs::Drive(DriveIo::new(IoChoice::Auto).unwrap())
+/// The drive back-end under test.
+fn test_io() -> Arc<dyn DriveIo> {
+    IoBackend::new(IoChoice::Auto).unwrap().io
 }
 
 fn drive_paths(root: &Path, count: usize) -> Vec<PathBuf> {
@@ -38,7 +34,7 @@ fn config(drives: Vec<PathBuf>, set_drive_count: Option<usize>) -> StorageConfig
 }
 
 async fn open(drives: &[PathBuf]) -> Arc<Node> {
-    Node::open_with(config(drives.to_vec(), None), test_fs())
+    Node::open(config(drives.to_vec(), None), test_io())
         .await
         .unwrap()
 }
@@ -345,7 +341,7 @@ async fn if_match_checks_the_etag() {
 async fn listing_across_two_sets_is_ordered_with_delimiter_and_after() {
     let root = tempfile::tempdir().unwrap();
     let drives = drive_paths(root.path(), 8);
-    let node = Node::open_with(config(drives, Some(4)), test_fs())
+    let node = Node::open(config(drives, Some(4)), test_io())
         .await
         .unwrap();
     assert_eq!(node.topology().set_count, 2);
@@ -633,7 +629,7 @@ async fn a_drive_from_another_deployment_or_slot_is_refused() {
     drop(open(&first).await);
     drop(open(&second).await);
     let mixed = vec![first[0].clone(), second[1].clone()];
-    let error = Node::open_with(config(mixed, None), test_fs())
+    let error = Node::open(config(mixed, None), test_io())
         .await
         .err()
         .unwrap();
@@ -644,7 +640,7 @@ async fn a_drive_from_another_deployment_or_slot_is_refused() {
     );
     assert!(message.contains("deployment"), "{message}");
     let swapped = vec![first[1].clone(), first[0].clone()];
-    let error = Node::open_with(config(swapped, None), test_fs())
+    let error = Node::open(config(swapped, None), test_io())
         .await
         .err()
         .unwrap();
@@ -653,7 +649,7 @@ async fn a_drive_from_another_deployment_or_slot_is_refused() {
     let foreign = root.path().join("foreign");
     std::fs::create_dir_all(&foreign).unwrap();
     std::fs::write(foreign.join("precious.txt"), b"keep").unwrap();
-    let error = Node::open_with(config(vec![foreign], None), test_fs())
+    let error = Node::open(config(vec![foreign], None), test_io())
         .await
         .err()
         .unwrap();
@@ -906,7 +902,7 @@ async fn stale_uploads_are_removed() {
         .create_multipart("stale", "k", PutOptions::default())
         .await
         .unwrap();
-    for set in &node.inner.sets {
+    for set in &node.sets.sets {
         set.remove_stale_uploads(Duration::from_secs(3600)).await;
     }
     assert_eq!(
@@ -916,7 +912,7 @@ async fn stale_uploads_are_removed() {
             .len(),
         1
     );
-    for set in &node.inner.sets {
+    for set in &node.sets.sets {
         set.remove_stale_uploads(Duration::ZERO).await;
     }
     assert!(node
@@ -1121,7 +1117,7 @@ async fn r_open_takes_a_drive_holding_only_empty_folders() {
     wipe(&drives[3]);
     std::fs::create_dir_all(drives[3].join("data/dir")).unwrap();
     std::fs::write(drives[3].join("data/dir/precious"), b"keep").unwrap();
-    let error = Node::open_with(config(drives.clone(), None), test_fs())
+    let error = Node::open(config(drives.clone(), None), test_io())
         .await
         .err()
         .unwrap();

@@ -27,7 +27,218 @@ use bytes::Bytes;
 use io_uring::{opcode, squeue, types, IoUring, Probe};
 use tokio::sync::oneshot;
 
-use super::OpenMode;
+use super::threads::{
+    disk_space_blocking, lock_exclusive_blocking, open_blocking, read_dir_blocking,
+    remove_dir_blocking, sync_dir_blocking,
+};
+use super::FORCE_FALLBACK_ENV;
+use super::{blocking, parent_of, refusal, DriveFile, DriveIo, IoBackendKind, OpenMode, PathKind};
+
+/// The io_uring back-end: the ring for every operation it has an opcode for, the blocking
+/// pool for the rest. Cheap to clone; the ring thread stops with the last clone.
+#[derive(Clone)]
+pub struct UringIo {
+    ring: Arc<Ring>,
+}
+
+impl UringIo {
+    /// Starts the ring unless the environment or the kernel forbids it; the error says why.
+    pub fn start() -> Result<UringIo, (String, io::Error)> {
+        let forced = std::env::var(FORCE_FALLBACK_ENV).ok();
+        let disabled = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled").ok();
+        if let Some(reason) = refusal(forced.as_deref(), disabled.as_deref()) {
+            return Err((reason, io::Error::from(io::ErrorKind::Unsupported)));
+        }
+        let ring = Ring::start().map_err(|unavailable| (unavailable.reason, unavailable.source))?;
+        Ok(UringIo {
+            ring: Arc::new(ring),
+        })
+    }
+
+    /// Opens folder `path` and fsyncs it on the ring.
+    async fn sync_dir_on_ring(&self, path: &Path) -> io::Result<()> {
+        let directory = Arc::new(self.ring.open(path, OpenMode::Read, true).await?);
+        self.ring.fsync(&directory).await
+    }
+}
+
+#[async_trait::async_trait]
+impl DriveIo for UringIo {
+    fn kind(&self) -> IoBackendKind {
+        IoBackendKind::Uring
+    }
+
+    async fn open(&self, path: &Path, mode: OpenMode) -> io::Result<DriveFile> {
+        if self.ring.path_ops.open {
+            return self
+                .ring
+                .open(path, mode, false)
+                .await
+                .map(DriveFile::from_os);
+        }
+        let path = path.to_owned();
+        blocking(move || open_blocking(&path, mode).map(DriveFile::from_os)).await
+    }
+
+    async fn read_at(&self, file: &DriveFile, offset: u64, buffer: Vec<u8>) -> io::Result<Vec<u8>> {
+        self.ring.read_at(file.os_file()?, offset, buffer).await
+    }
+
+    async fn write_at(&self, file: &DriveFile, offset: u64, data: Bytes) -> io::Result<()> {
+        self.ring.write_at(file.os_file()?, offset, data).await
+    }
+
+    async fn fsync(&self, file: &DriveFile) -> io::Result<()> {
+        self.ring.fsync(file.os_file()?).await
+    }
+
+    async fn is_linked(&self, file: &DriveFile) -> io::Result<bool> {
+        let file = file.os_file()?;
+        if self.ring.path_ops.statx {
+            return Ok(self.ring.statx_file(file).await?.stx_nlink > 0);
+        }
+        use std::os::unix::fs::MetadataExt;
+        Ok(file.metadata()?.nlink() > 0)
+    }
+
+    async fn read_file(&self, path: &Path) -> io::Result<Vec<u8>> {
+        if !(self.ring.path_ops.open && self.ring.path_ops.statx) {
+            let path = path.to_owned();
+            return blocking(move || std::fs::read(path)).await;
+        }
+        let file = Arc::new(self.ring.open(path, OpenMode::Read, false).await?);
+        let size_bytes = self.ring.statx_file(&file).await?.stx_size;
+        // Ask one byte more than the size, so a file that has not grown ends in one read.
+        let wanted = usize::try_from(size_bytes)
+            .map_err(|_| io::Error::other("file larger than memory"))?
+            .saturating_add(1);
+        let mut contents = self.ring.read_at(&file, 0, vec![0; wanted]).await?;
+        while contents.len() == wanted {
+            let more = self
+                .ring
+                .read_at(
+                    &file,
+                    contents.len() as u64,
+                    vec![0; READ_FILE_GROWTH_BYTES],
+                )
+                .await?;
+            let done = more.len() < READ_FILE_GROWTH_BYTES;
+            contents.extend_from_slice(&more);
+            if done {
+                break;
+            }
+        }
+        Ok(contents)
+    }
+
+    async fn write_file_synced(&self, path: &Path, data: Bytes) -> io::Result<()> {
+        let file = self.open(path, OpenMode::CreateTruncate).await?;
+        let file = file.os_file()?;
+        self.ring.write_at(file, 0, data).await?;
+        self.ring.fsync(file).await
+    }
+
+    async fn rename(&self, source: &Path, target: &Path) -> io::Result<()> {
+        if self.ring.path_ops.rename && self.ring.path_ops.open {
+            self.ring.rename(source, target).await?;
+            return self.sync_dir_on_ring(parent_of(target)).await;
+        }
+        let (source, target) = (source.to_owned(), target.to_owned());
+        blocking(move || {
+            std::fs::rename(&source, &target)?;
+            sync_dir_blocking(parent_of(&target))
+        })
+        .await
+    }
+
+    async fn create_dir(&self, path: &Path) -> io::Result<()> {
+        if self.ring.path_ops.mkdir && self.ring.path_ops.open {
+            self.ring.mkdir(path).await?;
+            return self.sync_dir_on_ring(parent_of(path)).await;
+        }
+        let path = path.to_owned();
+        blocking(move || {
+            std::fs::create_dir(&path)?;
+            sync_dir_blocking(parent_of(&path))
+        })
+        .await
+    }
+
+    async fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        if self.ring.path_ops.open {
+            return self.sync_dir_on_ring(path).await;
+        }
+        let path = path.to_owned();
+        blocking(move || sync_dir_blocking(&path)).await
+    }
+
+    async fn path_kind(&self, path: &Path) -> io::Result<PathKind> {
+        if self.ring.path_ops.statx {
+            let status = self.ring.statx_path(path).await?;
+            return Ok(
+                if u32::from(status.stx_mode) & libc::S_IFMT == libc::S_IFDIR {
+                    PathKind::Directory
+                } else {
+                    PathKind::File
+                },
+            );
+        }
+        let path = path.to_owned();
+        blocking(move || {
+            Ok(if std::fs::metadata(path)?.is_dir() {
+                PathKind::Directory
+            } else {
+                PathKind::File
+            })
+        })
+        .await
+    }
+
+    async fn remove_file(&self, path: &Path) -> io::Result<()> {
+        if self.ring.path_ops.unlink {
+            return self.ring.unlink(path, false).await;
+        }
+        let path = path.to_owned();
+        blocking(move || std::fs::remove_file(path)).await
+    }
+
+    async fn remove_dir(&self, path: &Path) -> io::Result<bool> {
+        if !self.ring.path_ops.unlink {
+            let path = path.to_owned();
+            return blocking(move || remove_dir_blocking(&path)).await;
+        }
+        match self.ring.unlink(path, true).await {
+            Ok(()) => Ok(true),
+            Err(error) if matches!(error.raw_os_error(), Some(libc::ENOTEMPTY | libc::EEXIST)) => {
+                Ok(false)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    async fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        let path = path.to_owned();
+        blocking(move || std::fs::remove_dir_all(path)).await
+    }
+
+    async fn read_dir(&self, path: &Path) -> io::Result<Vec<(String, bool)>> {
+        let path = path.to_owned();
+        blocking(move || read_dir_blocking(&path)).await
+    }
+
+    async fn disk_space(&self, path: &Path) -> io::Result<(u64, u64)> {
+        let path = path.to_owned();
+        blocking(move || disk_space_blocking(&path)).await
+    }
+
+    async fn lock_exclusive(&self, path: &Path) -> io::Result<DriveFile> {
+        let path = path.to_owned();
+        blocking(move || lock_exclusive_blocking(&path)).await
+    }
+}
+
+/// Read size after the first read of `read_file` filled its buffer (the file grew).
+const READ_FILE_GROWTH_BYTES: usize = 64 * 1024;
 
 /// Submission queue size; the completion queue is twice as large.
 const RING_ENTRIES: u32 = 256;
@@ -45,7 +256,7 @@ const REQUIRED_OPCODES: [(u8, &str); 3] = [
 
 /// Path operations the kernel can run on the ring; the others go to the blocking pool.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct PathOps {
+struct PathOps {
     pub open: bool,
     pub statx: bool,
     pub rename: bool,
@@ -55,14 +266,14 @@ pub(super) struct PathOps {
 
 /// Why the ring could not be used.
 #[derive(Debug)]
-pub(super) struct Unavailable {
+struct Unavailable {
     pub reason: String,
     pub source: io::Error,
 }
 
 /// Handle to the ring thread. Dropping the last handle stops the thread once the
 /// operations in flight have completed.
-pub(super) struct Ring {
+struct Ring {
     shared: Arc<Shared>,
     pub path_ops: PathOps,
 }
@@ -146,9 +357,15 @@ impl Ring {
         Ok(Ring { shared, path_ops })
     }
 
-    /// Reads up to `len` bytes at `offset`; fewer only at end of file.
-    pub async fn read_at(&self, file: &Arc<File>, offset: u64, len: usize) -> io::Result<Vec<u8>> {
-        let mut buffer: Vec<u8> = Vec::with_capacity(len);
+    /// Reads `buffer.len()` bytes at `offset` into `buffer`; fewer only at end of file.
+    pub async fn read_at(
+        &self,
+        file: &Arc<File>,
+        offset: u64,
+        mut buffer: Vec<u8>,
+    ) -> io::Result<Vec<u8>> {
+        let len = buffer.len();
+        buffer.clear();
         while buffer.len() < len {
             let filled = buffer.len();
             let chunk_bytes = (len - filled).min(OPERATION_BYTES_MAX);
@@ -165,7 +382,7 @@ impl Ring {
                 count if count > 0 => {
                     assert!(count as usize <= chunk_bytes);
                     // SAFETY: the kernel initialised `count` bytes after `filled`, within
-                    // the capacity reserved above.
+                    // the capacity the caller's buffer had.
                     unsafe { buffer.set_len(filled + count as usize) };
                 }
                 error if is_retryable(error) => continue,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use http::{Method, Request, StatusCode, Uri};
 use hyper::http::Extensions;
-use lakeshare_engine::io::{DriveIo, IoChoice};
+use lakeshare_engine::io::ThreadPoolIo;
 use s3s::route::S3Route;
 use s3s::service::S3Service;
 use s3s::{Body, S3Request, S3Response, S3Result};
@@ -35,7 +35,7 @@ impl S3Route for SharingStandIn {
 }
 
 async fn service(drives: &tempfile::TempDir) -> S3Service {
-    let io = DriveIo::new(IoChoice::Threads).unwrap();
+    let io = std::sync::Arc::new(ThreadPoolIo);
     let config = StorageConfig::new(vec![drives.path().join("d1")]);
     let node: Arc<Node> = Node::open(config, io).await.unwrap();
     let credentials = RootCredentials {
