@@ -1,6 +1,8 @@
 //! The one service on the port. Delta Sharing routes (`/_delta-sharing/...`, bearer tokens)
-//! go to the protocol layer before s3s sees them; everything else (S3, the admin API,
-//! health) goes to the S3 service, which checks SigV4 first.
+//! go to the protocol layer before s3s sees them; browser-form uploads (`POST /BUCKET`,
+//! `multipart/form-data`) go to the streaming form handler, which checks the signed policy
+//! before reading the file; everything else (S3, the admin API, health) goes to the S3
+//! service, which checks SigV4 first.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -15,6 +17,7 @@ use hyper::body::Incoming;
 use hyper::service::Service;
 use lakeshare_protocol::sharing::is_sharing_path;
 use lakeshare_protocol::SharingService;
+use lakeshare_storage::s3::form::FormUploads;
 use s3s::service::S3Service;
 
 pub type FrontBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
@@ -22,12 +25,13 @@ pub type FrontBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 #[derive(Clone)]
 pub struct FrontService {
     s3: S3Service,
+    forms: FormUploads,
     sharing: Arc<SharingService>,
 }
 
 impl FrontService {
-    pub fn new(s3: S3Service, sharing: Arc<SharingService>) -> Self {
-        FrontService { s3, sharing }
+    pub fn new(s3: S3Service, forms: FormUploads, sharing: Arc<SharingService>) -> Self {
+        FrontService { s3, forms, sharing }
     }
 }
 
@@ -46,6 +50,12 @@ impl Service<Request<Incoming>> for FrontService {
             let sharing = self.sharing.clone();
             Box::pin(async move {
                 let response = sharing.handle(request).await;
+                Ok(response.map(|body| body.map_err(Into::into).boxed()))
+            })
+        } else if FormUploads::is_form_upload(&request) {
+            let forms = self.forms.clone();
+            Box::pin(async move {
+                let response = forms.handle(request).await;
                 Ok(response.map(|body| body.map_err(Into::into).boxed()))
             })
         } else {

@@ -99,7 +99,10 @@ fn print_heal_report(body: &[u8], json: bool) -> ExitCode {
     println!("objects healed:  {}", number("objectsHealed"));
     println!("shards rebuilt:  {}", number("shardsRebuilt"));
     println!("objects failed:  {}", number("objectsFailed"));
-    if number("objectsFailed") > 0 {
+    println!("buckets healed:  {}", number("bucketsHealed"));
+    println!("buckets failed:  {}", number("bucketsFailed"));
+    println!("drives adopted:  {}", number("drivesAdopted"));
+    if number("objectsFailed") > 0 || number("bucketsFailed") > 0 {
         return ExitCode::from(1);
     }
     ExitCode::SUCCESS

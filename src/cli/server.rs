@@ -15,6 +15,7 @@ use lakeshare_protocol::delta::query::DeltaRoutes;
 use lakeshare_protocol::delta::DeltaTables;
 use lakeshare_protocol::presign::{Presigner, SharingCredential};
 use lakeshare_protocol::{AdminApi, Catalog, SharingConfig, SharingService};
+use lakeshare_storage::s3::form::FormUploads;
 use lakeshare_storage::s3::{build_service, ReadOnlyCredential};
 use lakeshare_storage::{Node, StorageConfig};
 
@@ -136,6 +137,7 @@ async fn sharing_service(
             shared_files.snapshot().is_shared_object(bucket, key)
         }),
     };
+    let forms = FormUploads::new(node.clone(), config.credentials.clone());
     let s3 = build_service(
         node,
         config.credentials.clone(),
@@ -145,5 +147,5 @@ async fn sharing_service(
             config.credentials.access_key.clone(),
         ))],
     );
-    Ok(FrontService::new(s3, sharing))
+    Ok(FrontService::new(s3, forms, sharing))
 }

@@ -141,10 +141,11 @@ impl Buckets {
     }
 
     /// Makes the folder and record of every bucket (and the system area's folder) on every
-    /// online drive that lacks them; returns how many it made.
-    pub(crate) async fn heal(&self) -> u64 {
+    /// online drive that lacks them; returns how many it made and how many it could not.
+    pub(crate) async fn heal(&self) -> (u64, u64) {
         let buckets = self.all();
         let mut healed = 0;
+        let mut failed = 0;
         for drive in &self.drives {
             if !drive.online().await {
                 continue;
@@ -172,15 +173,18 @@ impl Buckets {
                         tracing::info!(drive = %drive.root().display(), %bucket, "bucket folder made again");
                         healed += 1;
                     }
-                    Err(error) => tracing::warn!(
-                        drive = %drive.root().display(),
-                        %bucket,
-                        "healing the bucket folder: {error}"
-                    ),
+                    Err(error) => {
+                        tracing::warn!(
+                            drive = %drive.root().display(),
+                            %bucket,
+                            "healing the bucket folder: {error}"
+                        );
+                        failed += 1;
+                    }
                 }
             }
         }
-        healed
+        (healed, failed)
     }
 
     async fn write_bucket(

@@ -99,11 +99,7 @@ impl Healer {
         prefix: &str,
         pause: Option<Duration>,
     ) -> Result<HealReport> {
-        let mut report = HealReport {
-            drives_adopted: self.adopt_replacements().await.len() as u64,
-            buckets_healed: self.buckets.heal().await,
-            ..HealReport::default()
-        };
+        let mut report = self.heal_drives_and_buckets().await;
         let mut buckets = self.buckets.names();
         buckets.push(SYSTEM_BUCKET.to_string());
         for bucket in buckets {
@@ -115,13 +111,21 @@ impl Healer {
 
     /// Heals the objects of one bucket under `prefix`, after making its folders again.
     pub(crate) async fn heal_one_bucket(&self, bucket: &str, prefix: &str) -> Result<HealReport> {
-        let mut report = HealReport {
-            drives_adopted: self.adopt_replacements().await.len() as u64,
-            buckets_healed: self.buckets.heal().await,
-            ..HealReport::default()
-        };
+        let mut report = self.heal_drives_and_buckets().await;
         self.heal_bucket(bucket, prefix, &mut report, None).await?;
         Ok(report)
+    }
+
+    /// Stamps blank replacement drives, then makes missing bucket folders again.
+    async fn heal_drives_and_buckets(&self) -> HealReport {
+        let drives_adopted = self.adopt_replacements().await.len() as u64;
+        let (buckets_healed, buckets_failed) = self.buckets.heal().await;
+        HealReport {
+            drives_adopted,
+            buckets_healed,
+            buckets_failed,
+            ..HealReport::default()
+        }
     }
 
     async fn heal_bucket(
@@ -139,7 +143,7 @@ impl Healer {
                 after: after.clone(),
                 max_keys: HEAL_PAGE_KEYS,
             };
-            let page = self.sets.list(bucket, &request).await?;
+            let page = self.sets.list_for_heal(bucket, &request).await?;
             for object in &page.objects {
                 report.objects_scanned += 1;
                 match self

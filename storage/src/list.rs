@@ -28,6 +28,9 @@ struct Walk<'a> {
     delimiter: Option<&'a str>,
     after: Option<&'a str>,
     max_keys: usize,
+    /// Queue a heal of each damaged object met (not when heal itself walks the bucket, which
+    /// repairs and counts them in its own report).
+    queue_heals: bool,
     result: ListResult,
     done: bool,
 }
@@ -48,6 +51,24 @@ impl Item {
 
 impl SetGroup {
     pub(crate) async fn list(&self, bucket: &str, request: &ListRequest) -> Result<ListResult> {
+        self.walk(bucket, request, true).await
+    }
+
+    /// A listing for heal's own walk, which leaves damaged objects to its caller.
+    pub(crate) async fn list_for_heal(
+        &self,
+        bucket: &str,
+        request: &ListRequest,
+    ) -> Result<ListResult> {
+        self.walk(bucket, request, false).await
+    }
+
+    async fn walk(
+        &self,
+        bucket: &str,
+        request: &ListRequest,
+        queue_heals: bool,
+    ) -> Result<ListResult> {
         let mut walk = Walk {
             bucket,
             prefix: &request.prefix,
@@ -57,6 +78,7 @@ impl SetGroup {
                 .filter(|delimiter| !delimiter.is_empty()),
             after: request.after.as_deref(),
             max_keys: request.max_keys,
+            queue_heals,
             result: ListResult::default(),
             done: request.max_keys == 0,
         };
@@ -200,7 +222,7 @@ impl SetGroup {
         let Ok(Some(chosen)) = set.choose(&reads, false).await else {
             return;
         };
-        if chosen.damaged {
+        if chosen.damaged && walk.queue_heals {
             set.queue_heal(walk.bucket, &key);
         }
         if walk.result.objects.len() + walk.result.common_prefixes.len() >= walk.max_keys {

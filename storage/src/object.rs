@@ -119,6 +119,8 @@ pub struct HealReport {
     pub objects_failed: u64,
     /// Bucket folders and records made again on drives that lacked them.
     pub buckets_healed: u64,
+    /// Bucket folders or records that could not be made on an online drive.
+    pub buckets_failed: u64,
     /// Blank replacement drives stamped back into their slots by this heal.
     pub drives_adopted: u64,
 }

@@ -1200,3 +1200,44 @@ async fn r_concurrent_writers_and_deleters_under_one_prefix() {
         assert!(drive.join("race").is_dir(), "{}", drive.display());
     }
 }
+
+/// Issue 11, bug 6: a bucket folder missing on one drive (a replaced drive that kept its
+/// system area) was made again but its objects were not rebuilt and the heal counted nothing.
+#[tokio::test]
+async fn r11_heal_rebuilds_a_bucket_folder_missing_on_one_drive() {
+    let root = tempfile::tempdir().unwrap();
+    let drives = drive_paths(root.path(), 4);
+    let objects: Vec<(String, Vec<u8>)> = [1usize, 100 * 1024, 3 * 1024 * 1024 + 7]
+        .iter()
+        .map(|size| (format!("o{size}"), pattern(*size, 9)))
+        .collect();
+    {
+        let node = open(&drives).await;
+        node.make_bucket("keep").await.unwrap();
+        for (key, data) in &objects {
+            put(&node, "keep", key, data).await;
+        }
+    }
+    std::fs::remove_dir_all(drives[1].join("keep")).unwrap();
+    let node = open(&drives).await;
+    let report = node.heal(None, "").await.unwrap();
+    assert_eq!(report.objects_failed, 0, "{report:?}");
+    assert_eq!(report.objects_healed, objects.len() as u64, "{report:?}");
+    assert!(report.shards_rebuilt >= objects.len() as u64, "{report:?}");
+    assert_eq!(report.buckets_healed, 1, "{report:?}");
+    for (key, _) in &objects {
+        assert!(
+            drives[1]
+                .join("keep")
+                .join(key)
+                .join("lakeshare.meta")
+                .is_file(),
+            "{key}"
+        );
+    }
+    std::fs::remove_dir_all(&drives[0]).unwrap();
+    std::fs::remove_dir_all(&drives[2]).unwrap();
+    for (key, data) in &objects {
+        assert_eq!(&read(&node, "keep", key, None).await, data, "{key}");
+    }
+}

@@ -11,6 +11,7 @@
 pub mod checksum;
 pub mod conditions;
 pub mod error;
+pub mod form;
 pub mod list;
 mod ops;
 pub mod routes;

@@ -135,6 +135,9 @@ impl S3Route for AdminHealRoute {
             "objectsHealed": report.objects_healed,
             "shardsRebuilt": report.shards_rebuilt,
             "objectsFailed": report.objects_failed,
+            "bucketsHealed": report.buckets_healed,
+            "bucketsFailed": report.buckets_failed,
+            "drivesAdopted": report.drives_adopted,
         });
         Ok(json_response(StatusCode::OK, &json))
     }
