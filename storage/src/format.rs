@@ -107,11 +107,29 @@ pub(crate) async fn open_layout(
     env: &Environment,
 ) -> Result<OpenedLayout> {
     let mut found: Vec<Option<FormatFile>> = Vec::with_capacity(drives.len());
-    for drive in drives {
-        found.push(read_format(drive).await?);
+    // Drives whose stamp could not be read (an I/O error, a garbled file): they start
+    // offline, are never stamped here, and come back through the stamp checks and heal.
+    let mut unreadable = vec![false; drives.len()];
+    for (slot, drive) in drives.iter().enumerate() {
+        match read_format(drive).await {
+            Ok(format) => found.push(format),
+            Err(FormatError::Refused(error)) => return Err(error),
+            Err(FormatError::Unreadable(error)) => {
+                tracing::warn!("{error}; the drive starts offline");
+                unreadable[slot] = true;
+                found.push(None);
+            }
+        }
     }
     let reference = majority_format(&found);
     let Some(reference) = reference else {
+        if unreadable.contains(&true) {
+            return Err(StorageError::InvalidArgument(
+                "no drive's format stamp could be read, and some drives failed: refusing to \
+                 format them as new"
+                    .into(),
+            ));
+        }
         return format_fresh(drives, set_size, env).await;
     };
     let expected_sets: Vec<usize> = vec![set_size; drives.len() / set_size];
@@ -152,13 +170,17 @@ pub(crate) async fn open_layout(
                 )));
             }
             Some(_) => {}
+            None if unreadable[slot] => {}
             None => {
                 let stamp = FormatFile {
                     this: expected_uuid.clone(),
                     ..reference.clone()
                 };
-                write_format(drive, &stamp, env).await?;
-                replaced.push(drive.root().to_path_buf());
+                match write_format(drive, &stamp, env).await {
+                    Ok(()) => replaced.push(drive.root().to_path_buf()),
+                    // Stamped later by the drive watch or an admin heal.
+                    Err(error) => tracing::warn!("stamping a blank drive: {error}"),
+                }
             }
         }
     }
@@ -198,31 +220,40 @@ async fn format_fresh(
 }
 
 /// `Ok(None)` for a drive with no format that is empty (fresh or a replacement).
-async fn read_format(drive: &DriveRoot) -> Result<Option<FormatFile>> {
+enum FormatError {
+    /// The node must not start (a folder that is not one of ours).
+    Refused(StorageError),
+    /// This drive cannot be read now.
+    Unreadable(StorageError),
+}
+
+async fn read_format(drive: &DriveRoot) -> std::result::Result<Option<FormatFile>, FormatError> {
     match drive.read_file(&format_path()).await {
         Ok(bytes) => {
             let format = parse_format(&bytes).map_err(|why| {
-                StorageError::InvalidArgument(format!(
+                FormatError::Unreadable(StorageError::InvalidArgument(format!(
                     "drive {}: {SYSTEM_DIR}/{FORMAT_FILE}: {why}",
                     drive.root().display()
-                ))
+                )))
             })?;
             Ok(Some(format))
         }
         Err(error) if error.kind() == io::ErrorKind::NotFound => {
             let files = files_outside_system_dir(drive)
                 .await
-                .map_err(|error| drive_error(drive, error))?;
+                .map_err(|error| FormatError::Unreadable(drive_error(drive, error)))?;
             if !files.is_empty() {
-                return Err(StorageError::InvalidArgument(format!(
-                    "drive {} is not empty and has no {SYSTEM_DIR}/{FORMAT_FILE}; refusing to \
+                return Err(FormatError::Refused(StorageError::InvalidArgument(
+                    format!(
+                        "drive {} is not empty and has no {SYSTEM_DIR}/{FORMAT_FILE}; refusing to \
                      format it (found {files:?})",
-                    drive.root().display(),
+                        drive.root().display(),
+                    ),
                 )));
             }
             Ok(None)
         }
-        Err(error) => Err(drive_error(drive, error)),
+        Err(error) => Err(FormatError::Unreadable(drive_error(drive, error))),
     }
 }
 

@@ -31,6 +31,8 @@ pub mod s3;
 mod set;
 mod sets;
 #[cfg(test)]
+mod sim;
+#[cfg(test)]
 mod tests;
 mod watch;
 

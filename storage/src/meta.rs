@@ -65,6 +65,18 @@ pub(crate) struct ObjectMeta {
     pub(crate) multipart_parts: u32,
     /// The multipart upload this version completed, so a retried Complete is answered.
     pub(crate) upload_id: Option<Uuid>,
+    /// The version this drive's copy replaced, whose data the drive keeps until the commit
+    /// reached its quorum: a commit cut off by a crash leaves it readable (see
+    /// `ErasureSet::choose`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) replaced: Option<Box<ReplacedVersion>>,
+}
+
+/// A drive's copy of the version a commit replaced (its own `replaced` is empty).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct ReplacedVersion {
+    pub(crate) meta: ObjectMeta,
+    pub(crate) inline: Vec<u8>,
 }
 
 impl ObjectMeta {
@@ -143,6 +155,7 @@ mod tests {
             }],
             multipart_parts: 0,
             upload_id: None,
+            replaced: None,
         }
     }
 

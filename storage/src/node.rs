@@ -149,10 +149,12 @@ impl Node {
         let hash_key = *uuid::Uuid::parse_str(&layout.deployment_id)
             .map_err(|error| StorageError::Internal(format!("deployment id: {error}")))?
             .as_bytes();
+        // A drive that fails here starts like an offline drive: its stamp checks and heal
+        // bring it back; the node starts as long as the sets have their quorums.
         for root in &roots {
-            format::prepare_system_dirs(root).await.map_err(|error| {
-                StorageError::InvalidArgument(format!("drive {}: {error}", root.root().display()))
-            })?;
+            if let Err(error) = format::prepare_system_dirs(root).await {
+                tracing::warn!(drive = %root.root().display(), "preparing the system folders: {error}");
+            }
         }
         let uuids: Vec<&String> = layout.reference.sets.iter().flatten().collect();
         if uuids.len() != roots.len() {
@@ -516,11 +518,14 @@ async fn lock_drive(root: &DriveRoot) -> Result<lakeshare_engine::io::DriveFile>
     let drive_error = |error: io::Error| {
         StorageError::InvalidArgument(format!("drive {}: {error}", root.root().display()))
     };
-    root.create_root().await.map_err(drive_error)?;
+    // A failing drive may still take its lock; the lock is what must not fail.
+    if let Err(error) = root.create_root().await {
+        tracing::warn!("{}", drive_error(error));
+    }
     let system = format::system_dir();
-    root.create_dir_below(&DrivePath::root(), &system)
-        .await
-        .map_err(drive_error)?;
+    if let Err(error) = root.create_dir_below(&DrivePath::root(), &system).await {
+        tracing::warn!("{}", drive_error(error));
+    }
     let mut waited = Duration::ZERO;
     loop {
         match root.lock_exclusive(&system.child(LOCK_FILE)).await {

@@ -56,7 +56,8 @@ impl ErasureSet {
         let erasure = Erasure::new(meta.data, meta.parity, meta.block_bytes)?;
         let mut targets: Vec<usize> = Vec::new();
         for slot in 0..self.total() {
-            if chosen.copies[slot].is_none() && self.drive_online(slot).await {
+            let stale = chosen.copies[slot].is_none() || chosen.restored[slot];
+            if stale && self.drive_online(slot).await {
                 targets.push(slot);
             }
         }
@@ -299,6 +300,7 @@ impl ErasureSet {
         }
         let copy = ObjectMeta {
             shard_index: shard,
+            replaced: None,
             ..meta.clone()
         };
         let raw = meta::encode(&copy, inline);

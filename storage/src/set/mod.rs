@@ -70,6 +70,9 @@ pub(crate) struct Chosen {
     pub(crate) meta: ObjectMeta,
     /// Per drive slot: that drive's copy when it agrees with `meta`.
     pub(crate) copies: Vec<Option<(ObjectMeta, Vec<u8>)>>,
+    /// Per drive slot: its copy is the version its current metadata replaced (a commit cut
+    /// off before its quorum); heal writes the chosen version's metadata there again.
+    pub(crate) restored: Vec<bool>,
     pub(crate) damaged: bool,
 }
 
@@ -245,9 +248,13 @@ impl ErasureSet {
                 return Ok(Some(Chosen {
                     meta: best.clone(),
                     copies,
+                    restored: vec![false; self.total()],
                     damaged: count < self.total(),
                 }));
             }
+        }
+        if let Some(chosen) = Self::choose_replaced(reads) {
+            return Ok(Some(chosen));
         }
         let quorum = best
             .map(|(_, meta)| meta.data.max(1))
@@ -272,6 +279,63 @@ impl ErasureSet {
                 self.total()
             )))
         }
+    }
+
+    /// With every drive answering and no version on enough of them, a commit was cut off
+    /// (a crash) after replacing the metadata on some drives: the version those drives
+    /// replaced, still current on the others, is read from both when enough of them agree
+    /// and it is the only such version. Its data dirs are intact: a commit retires them only
+    /// after it reached its quorum, and bitrot hashes with per-part ids check every shard.
+    fn choose_replaced(reads: &[MetaRead]) -> Option<Chosen> {
+        if reads.iter().any(|read| matches!(read, MetaRead::Failed)) {
+            return None;
+        }
+        let mut votes: BTreeMap<Uuid, (usize, &ObjectMeta)> = BTreeMap::new();
+        for read in reads {
+            if let MetaRead::Found { meta, .. } = read {
+                votes.entry(meta.version_id).or_insert((0, meta)).0 += 1;
+                if let Some(replaced) = &meta.replaced {
+                    votes
+                        .entry(replaced.meta.version_id)
+                        .or_insert((0, &replaced.meta))
+                        .0 += 1;
+                }
+            }
+        }
+        let mut readable = votes
+            .values()
+            .filter(|(count, meta)| *count >= meta.data.max(1));
+        let (_, version) = readable.next()?;
+        if readable.next().is_some() {
+            return None;
+        }
+        let mut restored = vec![false; reads.len()];
+        let copies = reads
+            .iter()
+            .enumerate()
+            .map(|(slot, read)| match read {
+                MetaRead::Found { meta, inline, .. } if meta.same_version(version) => {
+                    Some((meta.as_ref().clone(), inline.clone()))
+                }
+                MetaRead::Found { meta, .. } => match &meta.replaced {
+                    Some(replaced) if replaced.meta.same_version(version) => {
+                        restored[slot] = true;
+                        Some((replaced.meta.clone(), replaced.inline.clone()))
+                    }
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect();
+        Some(Chosen {
+            meta: ObjectMeta {
+                replaced: None,
+                ..(*version).clone()
+            },
+            copies,
+            restored,
+            damaged: true,
+        })
     }
 
     pub(crate) async fn head(&self, bucket: &str, key: &str) -> Result<ObjectInfo> {

@@ -427,6 +427,7 @@ impl ErasureSet {
                 .collect(),
             multipart_parts: chosen.len() as u32,
             upload_id: Some(record.upload_id),
+            replaced: None,
         };
         let staged = Staged {
             tmp_id: Uuid::nil(),

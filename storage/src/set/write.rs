@@ -20,7 +20,7 @@ use crate::drive::DrivePath;
 use crate::erasure::Erasure;
 use crate::error::{Result, StorageError};
 use crate::format::system_dir;
-use crate::meta::{self, part_file_name, ObjectMeta, PartMeta};
+use crate::meta::{self, part_file_name, ObjectMeta, PartMeta, ReplacedVersion};
 use crate::object::{ByteStream, ObjectInfo, PutOptions, WriteCondition};
 
 /// The shards of one write, staged under `tmp/<tmp_id>/` on every drive.
@@ -274,6 +274,7 @@ impl ErasureSet {
             }],
             multipart_parts: 0,
             upload_id: None,
+            replaced: None,
         };
         let result = async {
             let _guard = self.object_locks.lock(&format!("{bucket}/{key}")).await;
@@ -356,6 +357,7 @@ impl ErasureSet {
                 };
                 let copy = ObjectMeta {
                     shard_index: shard_of_slot[slot],
+                    replaced: replaced_on(&previous[slot], meta.version_id),
                     ..meta.clone()
                 };
                 let raw = meta::encode(&copy, inline);
@@ -511,4 +513,20 @@ pub(crate) fn by_drive(shards: Vec<Vec<u8>>, distribution: &[usize]) -> Vec<Vec<
         slots[distribution[shard]] = bytes;
     }
     slots
+}
+
+/// The version a drive held before this commit, kept in the new copy until the next one.
+fn replaced_on(read: &MetaRead, new_version: Uuid) -> Option<Box<ReplacedVersion>> {
+    match read {
+        MetaRead::Found { meta, inline, .. } if meta.version_id != new_version => {
+            Some(Box::new(ReplacedVersion {
+                meta: ObjectMeta {
+                    replaced: None,
+                    ..meta.as_ref().clone()
+                },
+                inline: inline.clone(),
+            }))
+        }
+        _ => None,
+    }
 }
