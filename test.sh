@@ -48,8 +48,11 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "cargo build --release"
 cargo build --release
 
-step "cargo test --release --workspace"
+step "cargo test --release --workspace (includes the storage simulation: 2 x 1000 seeds)"
 cargo test --release --workspace
+
+step "storage and engine tests again on the blocking-pool back-end (LAKESHARE_FORCE_FALLBACK_IO=1)"
+LAKESHARE_FORCE_FALLBACK_IO=1 cargo test --release -p lakeshare-storage -p lakeshare-engine -- --skip sim::
 
 target_dir="${CARGO_TARGET_DIR:-target}"
 case "$target_dir" in /*) ;; *) target_dir="$PWD/$target_dir" ;; esac

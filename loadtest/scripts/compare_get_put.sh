@@ -212,7 +212,7 @@ say "summary"
     printf 'dd x4\t-\t%s\t-\t-\t-\t-\t{}\n' "$DD_GBPS"
 } | column -t -s $'\t'
 echo
-echo "GET ratio node/nginx: $GET_RATIO   (target >= 0.7)"
+echo "GET ratio node/nginx: $GET_RATIO   (target >= 0.8, goal 0.9)"
 echo "PUT ratio node/dd:    $PUT_RATIO   (target >= 0.4;" \
     "dd wrote ${DD_BYTES} bytes in ${DD_SECONDS} s)"
 echo "load average after the run (1/5/15 min): $(cut -d' ' -f1-3 /proc/loadavg)"
