@@ -15,6 +15,7 @@
 #   DD_MIB_PER_DRIVE [1024]  MiB dd writes to each of the 4 folders
 #   WORK_PARENT [/tmp]   where the temp dir goes     SKIP_BUILD [0]      1: use existing binaries
 #   RESULTS_JSON []      also write every figure to this file as one JSON object
+#   RANGE_BYTES []       GET ranges of this size (e.g. 64KiB) instead of whole objects
 # Output: each run's text block, then a summary with the ratios (node GET / nginx GET,
 # node PUT / dd). Every process it starts is stopped and the temp dir removed on exit,
 # including on failure or Ctrl-C.
@@ -30,6 +31,9 @@ DD_MIB_PER_DRIVE=${DD_MIB_PER_DRIVE:-1024}
 WORK_PARENT=${WORK_PARENT:-/tmp}
 SKIP_BUILD=${SKIP_BUILD:-0}
 RESULTS_JSON=${RESULTS_JSON:-}
+RANGE_BYTES=${RANGE_BYTES:-}
+RANGE_ARGS=()
+if [[ -n $RANGE_BYTES ]]; then RANGE_ARGS=(--range-bytes "$RANGE_BYTES" --object-bytes "$OBJECT_BYTES"); fi
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
@@ -163,11 +167,11 @@ fi
 
 say "GET node: $OBJECTS x $OBJECT_BYTES, concurrency $CONCURRENCY, $DURATION"
 NODE_GET=$("$LOADTEST" --json get --endpoint "$ENDPOINT" --bucket compare \
-    --objects "$OBJECTS" --concurrency "$CONCURRENCY" --duration "$DURATION")
+    --objects "$OBJECTS" --concurrency "$CONCURRENCY" --duration "$DURATION" "${RANGE_ARGS[@]}")
 
 say "GET nginx: same files, concurrency $CONCURRENCY, $DURATION"
 NGINX_GET=$("$LOADTEST" --json get --objects "$OBJECTS" --concurrency "$CONCURRENCY" \
-    --duration "$DURATION" --url-template "http://127.0.0.1:$NGINX_PORT/obj-{i}")
+    --duration "$DURATION" --url-template "http://127.0.0.1:$NGINX_PORT/obj-{i}" "${RANGE_ARGS[@]}")
 
 say "PUT node: $OBJECT_BYTES objects, concurrency $CONCURRENCY, $DURATION"
 NODE_PUT=$("$LOADTEST" --json put --endpoint "$ENDPOINT" --bucket compare \
