@@ -123,7 +123,10 @@ impl ErasureSet {
         sources: &[ShardSource],
         targets: &[usize],
     ) -> Result<u64> {
-        let mut healthy = sources.to_vec();
+        // Every block is read from every shard that has one, the targets' own included: a
+        // shard with one rotten block still gives its other blocks, and each block is
+        // verified on its own, so a block is rebuilt while any `data` of its shards are good.
+        let healthy = sources;
         let target_shards: Vec<(usize, usize)> = targets
             .iter()
             .filter_map(|&slot| {
@@ -133,9 +136,6 @@ impl ErasureSet {
                     .map(|shard| (slot, shard))
             })
             .collect();
-        for &(_, shard) in &target_shards {
-            healthy[shard] = ShardSource::Missing;
-        }
         let tmp_id = self.env.new_id();
         let tmp = Self::tmp_dir(tmp_id);
         let mut inline_out: BTreeMap<usize, Vec<u8>> = BTreeMap::new();

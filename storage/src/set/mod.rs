@@ -281,13 +281,21 @@ impl ErasureSet {
         }
     }
 
-    /// With every drive answering and no version on enough of them, a commit was cut off
-    /// (a crash) after replacing the metadata on some drives: the version those drives
-    /// replaced, still current on the others, is read from both when enough of them agree
-    /// and it is the only such version. Its data dirs are intact: a commit retires them only
-    /// after it reached its quorum, and bitrot hashes with per-part ids check every shard.
+    /// With every drive answering with a sound record and no version on enough of them, a commit was cut off (a crash) after replacing the metadata on some drives:
+    /// a version counts the drives where it is current and those whose current copy
+    /// replaced it, and the newest version counted on enough drives is read. Newest,
+    /// because a crash only cuts the newest commit short: an older version's "replaced"
+    /// entries outlive the commit that retired its data, a newer one's cannot. Its data dirs
+    /// are intact (a commit retires them only after it reached its quorum), and bitrot
+    /// hashes with per-part ids check every shard. A drive that failed or returned a garbled
+    /// record may hold the newest version, and a drive without a record may be one a delete
+    /// cut short already cleared (which a stale drive looks the same as): then nothing is
+    /// chosen.
     fn choose_replaced(reads: &[MetaRead]) -> Option<Chosen> {
-        if reads.iter().any(|read| matches!(read, MetaRead::Failed)) {
+        let every_drive_has_a_copy = reads
+            .iter()
+            .all(|read| matches!(read, MetaRead::Found { .. }));
+        if !every_drive_has_a_copy {
             return None;
         }
         let mut votes: BTreeMap<Uuid, (usize, &ObjectMeta)> = BTreeMap::new();
@@ -302,13 +310,14 @@ impl ErasureSet {
                 }
             }
         }
-        let mut readable = votes
+        let (_, version) = votes
             .values()
-            .filter(|(count, meta)| *count >= meta.data.max(1));
-        let (_, version) = readable.next()?;
-        if readable.next().is_some() {
-            return None;
-        }
+            .filter(|(count, meta)| *count >= meta.data.max(1))
+            .max_by(|(_, left), (_, right)| {
+                left.modified_unix_nanos
+                    .cmp(&right.modified_unix_nanos)
+                    .then(left.version_id.cmp(&right.version_id))
+            })?;
         let mut restored = vec![false; reads.len()];
         let copies = reads
             .iter()
