@@ -137,12 +137,7 @@ impl Healer {
     ) -> Result<()> {
         let mut after = None;
         loop {
-            let request = ListRequest {
-                prefix: prefix.into(),
-                delimiter: None,
-                after: after.clone(),
-                max_keys: HEAL_PAGE_KEYS,
-            };
+            let request = ListRequest::flat(prefix, after.take(), HEAL_PAGE_KEYS);
             let page = self.sets.list_for_heal(bucket, &request).await?;
             for object in &page.objects {
                 report.objects_scanned += 1;

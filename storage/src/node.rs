@@ -492,12 +492,7 @@ impl Node {
         let mut keys = Vec::new();
         let mut after = None;
         loop {
-            let request = ListRequest {
-                prefix: prefix.into(),
-                delimiter: None,
-                after: after.clone(),
-                max_keys: SYSTEM_PAGE_KEYS,
-            };
+            let request = ListRequest::flat(prefix, after.take(), SYSTEM_PAGE_KEYS);
             let page = self.sets.list(SYSTEM_BUCKET, &request).await?;
             keys.extend(page.objects.into_iter().map(|object| object.key));
             if !page.is_truncated {

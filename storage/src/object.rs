@@ -77,6 +77,19 @@ pub struct ListRequest {
     pub max_keys: usize,
 }
 
+impl ListRequest {
+    /// One page of a listing without a delimiter: up to `max_keys` keys under `prefix`
+    /// strictly after `after`.
+    pub fn flat(prefix: &str, after: Option<String>, max_keys: usize) -> ListRequest {
+        ListRequest {
+            prefix: prefix.to_owned(),
+            delimiter: None,
+            after,
+            max_keys,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct ListResult {
     pub objects: Vec<ObjectInfo>,

@@ -109,12 +109,7 @@ impl NodeObjectStore {
                 let Some(after) = cursor else {
                     return Ok::<_, object_store::Error>(None);
                 };
-                let request = ListRequest {
-                    prefix: prefix.clone(),
-                    delimiter: None,
-                    after,
-                    max_keys,
-                };
+                let request = ListRequest::flat(&prefix, after, max_keys);
                 let page = node
                     .list_objects(&bucket, request)
                     .await

@@ -77,6 +77,48 @@ fn md5_hex(data: &[u8]) -> String {
     hex::encode(Md5::digest(data))
 }
 
+/// Objects named `o<size>` with pattern bytes of `seed`.
+fn sized_objects(sizes: &[usize], seed: u8) -> Vec<(String, Vec<u8>)> {
+    sizes
+        .iter()
+        .map(|size| (format!("o{size}"), pattern(*size, seed)))
+        .collect()
+}
+
+/// Puts `objects` into bucket `keep` of a node over `drives`, then closes it.
+async fn store_in_keep(drives: &[PathBuf], objects: &[(String, Vec<u8>)]) {
+    let node = open(drives).await;
+    node.make_bucket("keep").await.unwrap();
+    for (key, data) in objects {
+        put(&node, "keep", key, data).await;
+    }
+}
+
+/// Drive `healed` holds every object's metadata, and with drives 0 and 2 gone (two of four,
+/// the parity) the node still reads every object exact: the healed drive has real shards.
+async fn assert_healed_drive_serves(
+    node: &Node,
+    drives: &[PathBuf],
+    healed: usize,
+    objects: &[(String, Vec<u8>)],
+) {
+    for (key, _) in objects {
+        assert!(
+            drives[healed]
+                .join("keep")
+                .join(key)
+                .join("lakeshare.meta")
+                .is_file(),
+            "{key}"
+        );
+    }
+    std::fs::remove_dir_all(&drives[0]).unwrap();
+    std::fs::remove_dir_all(&drives[2]).unwrap();
+    for (key, data) in objects {
+        assert_eq!(&read(node, "keep", key, None).await, data, "{key}");
+    }
+}
+
 /// Every `part.N` file under `dir`, recursively.
 fn part_files(dir: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();
@@ -660,16 +702,10 @@ async fn a_drive_from_another_deployment_or_slot_is_refused() {
 async fn an_empty_replacement_drive_is_stamped_and_healed() {
     let root = tempfile::tempdir().unwrap();
     let drives = drive_paths(root.path(), 4);
-    let objects: Vec<(String, Vec<u8>)> = [10usize, 200 * 1024, 1500 * 1024]
-        .iter()
-        .map(|size| (format!("o{size}"), pattern(*size, 5)))
-        .collect();
+    let objects = sized_objects(&[10, 200 * 1024, 1500 * 1024], 5);
+    store_in_keep(&drives, &objects).await;
     {
         let node = open(&drives).await;
-        node.make_bucket("keep").await.unwrap();
-        for (key, data) in &objects {
-            put(&node, "keep", key, data).await;
-        }
         node.put_system("catalog/shares.json", Bytes::from_static(b"{}"))
             .await
             .unwrap();
@@ -679,25 +715,10 @@ async fn an_empty_replacement_drive_is_stamped_and_healed() {
     node.heal(None, "").await.unwrap();
     assert!(drives[1].join(".lakeshare.sys/format.json").is_file());
     assert!(drives[1].join(".lakeshare.sys/buckets/keep.json").is_file());
-    for (key, _) in &objects {
-        assert!(
-            drives[1]
-                .join("keep")
-                .join(key)
-                .join("lakeshare.meta")
-                .is_file(),
-            "{key}"
-        );
-    }
     assert!(drives[1]
         .join(".lakeshare.sys/config/catalog/shares.json/lakeshare.meta")
         .is_file());
-    // The healed drive carries real shards: lose two others and still read.
-    std::fs::remove_dir_all(&drives[0]).unwrap();
-    std::fs::remove_dir_all(&drives[2]).unwrap();
-    for (key, data) in &objects {
-        assert_eq!(&read(&node, "keep", key, None).await, data);
-    }
+    assert_healed_drive_serves(&node, &drives, 1, &objects).await;
 }
 
 #[tokio::test]
@@ -1207,17 +1228,8 @@ async fn r_concurrent_writers_and_deleters_under_one_prefix() {
 async fn r11_heal_rebuilds_a_bucket_folder_missing_on_one_drive() {
     let root = tempfile::tempdir().unwrap();
     let drives = drive_paths(root.path(), 4);
-    let objects: Vec<(String, Vec<u8>)> = [1usize, 100 * 1024, 3 * 1024 * 1024 + 7]
-        .iter()
-        .map(|size| (format!("o{size}"), pattern(*size, 9)))
-        .collect();
-    {
-        let node = open(&drives).await;
-        node.make_bucket("keep").await.unwrap();
-        for (key, data) in &objects {
-            put(&node, "keep", key, data).await;
-        }
-    }
+    let objects = sized_objects(&[1, 100 * 1024, 3 * 1024 * 1024 + 7], 9);
+    store_in_keep(&drives, &objects).await;
     std::fs::remove_dir_all(drives[1].join("keep")).unwrap();
     let node = open(&drives).await;
     let report = node.heal(None, "").await.unwrap();
@@ -1225,19 +1237,5 @@ async fn r11_heal_rebuilds_a_bucket_folder_missing_on_one_drive() {
     assert_eq!(report.objects_healed, objects.len() as u64, "{report:?}");
     assert!(report.shards_rebuilt >= objects.len() as u64, "{report:?}");
     assert_eq!(report.buckets_healed, 1, "{report:?}");
-    for (key, _) in &objects {
-        assert!(
-            drives[1]
-                .join("keep")
-                .join(key)
-                .join("lakeshare.meta")
-                .is_file(),
-            "{key}"
-        );
-    }
-    std::fs::remove_dir_all(&drives[0]).unwrap();
-    std::fs::remove_dir_all(&drives[2]).unwrap();
-    for (key, data) in &objects {
-        assert_eq!(&read(&node, "keep", key, None).await, data, "{key}");
-    }
+    assert_healed_drive_serves(&node, &drives, 1, &objects).await;
 }

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import json
 import os
 import re
 import shutil
@@ -49,6 +50,22 @@ def server_binary() -> Path:
     if not target_dir.is_absolute():
         target_dir = REPO_ROOT / target_dir
     return target_dir / "release" / "lakeshare"
+
+
+def heal_report(result) -> dict:
+    """The `admin heal --json` report of a finished `admin_heal`, with snake_case names."""
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    report = json.loads(result.stdout)
+    return {re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower(): value for name, value in report.items()}
+
+
+def wipe_drive(drive: Path) -> None:
+    """Empties a drive folder, as if the disk were replaced by a blank one."""
+    for child in drive.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
 
 
 def random_bytes(size_bytes: int) -> bytes:

@@ -8,8 +8,6 @@ the exact nesting may change); objects small enough to be inline have no part fi
 
 import hashlib
 import http.client
-import json
-import re
 import shutil
 import subprocess
 import threading
@@ -17,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from botocore.exceptions import ClientError
-from conftest import random_bytes
+from conftest import heal_report, random_bytes, wipe_drive
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -50,15 +48,6 @@ def stored_objects(erasure_server):
     return objects
 
 
-def wipe_drive(drive: Path) -> None:
-    """Empties a drive folder, as if the disk were replaced by a blank one."""
-    for child in drive.iterdir():
-        if child.is_dir() and not child.is_symlink():
-            shutil.rmtree(child)
-        else:
-            child.unlink()
-
-
 def shard_files(drive: Path, bucket: str, key: str) -> dict:
     """Relative path → bytes of every part file of `key` on `drive`."""
     object_dir = drive / bucket / key
@@ -67,16 +56,6 @@ def shard_files(drive: Path, bucket: str, key: str) -> dict:
         for path in sorted(object_dir.rglob("part.*"))
         if path.is_file()
     }
-
-
-def heal_report(result) -> dict:
-    """The `admin heal --json` report, with snake_case field names."""
-    assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout)
-    snake = {}
-    for name, value in report.items():
-        snake[re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()] = value
-    return snake
 
 
 def assert_reads_exact(server, objects: dict, max_attempts: int = 1) -> None:

@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -33,7 +31,7 @@ import pytest
 import requests
 import urllib3
 from botocore.exceptions import BotoCoreError, ClientError
-from conftest import random_bytes
+from conftest import heal_report, random_bytes, wipe_drive
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -156,13 +154,6 @@ def run_at_once(calls: list[Callable[[], object]]) -> list[object]:
     return outcomes
 
 
-def heal_report(result) -> dict:
-    """The `admin heal --json` report, with snake_case field names."""
-    assert result.returncode == 0, (result.stdout, result.stderr)
-    report = json.loads(result.stdout)
-    return {re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower(): value for name, value in report.items()}
-
-
 # ----- drive folders (the only place that knows the on-disk layout) ----------------------------
 
 SYSTEM_DIR = ".lakeshare.sys"
@@ -191,15 +182,6 @@ def system_records(drive: Path) -> set[str]:
     """The node's own objects (share catalog, tokens) on `drive`, by relative path."""
     area = drive / SYSTEM_DIR / "config"
     return {str(path.parent.relative_to(area)) for path in meta_files(area)}
-
-
-def wipe_drive(drive: Path) -> None:
-    """Empties a drive folder, as if the disk were replaced by a blank one."""
-    for child in drive.iterdir():
-        if child.is_dir() and not child.is_symlink():
-            shutil.rmtree(child)
-        else:
-            child.unlink()
 
 
 def drive_snapshot(drive: Path) -> tuple[set[Path], dict[Path, bytes]]:

@@ -130,7 +130,7 @@ impl DriveIo for ThreadPoolIo {
     }
 }
 
-pub(super) fn open_blocking(path: &Path, mode: OpenMode) -> io::Result<File> {
+fn open_blocking(path: &Path, mode: OpenMode) -> io::Result<File> {
     let mut options = std::fs::OpenOptions::new();
     match mode {
         OpenMode::Read => options.read(true),
@@ -139,7 +139,7 @@ pub(super) fn open_blocking(path: &Path, mode: OpenMode) -> io::Result<File> {
     options.open(path)
 }
 
-pub(super) fn sync_dir_blocking(path: &Path) -> io::Result<()> {
+fn sync_dir_blocking(path: &Path) -> io::Result<()> {
     std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_DIRECTORY)
@@ -147,7 +147,7 @@ pub(super) fn sync_dir_blocking(path: &Path) -> io::Result<()> {
         .sync_all()
 }
 
-pub(super) fn remove_dir_blocking(path: &Path) -> io::Result<bool> {
+fn remove_dir_blocking(path: &Path) -> io::Result<bool> {
     match std::fs::remove_dir(path) {
         Ok(()) => Ok(true),
         Err(error) if matches!(error.raw_os_error(), Some(libc::ENOTEMPTY | libc::EEXIST)) => {
@@ -172,7 +172,7 @@ fn read_at_blocking(file: &File, offset: u64, mut buffer: Vec<u8>) -> io::Result
     Ok(buffer)
 }
 
-pub(super) fn read_dir_blocking(path: &Path) -> io::Result<Vec<(String, bool)>> {
+fn read_dir_blocking(path: &Path) -> io::Result<Vec<(String, bool)>> {
     let mut names = Vec::new();
     for entry in std::fs::read_dir(path)? {
         let entry = entry?;
@@ -189,7 +189,7 @@ pub(super) fn read_dir_blocking(path: &Path) -> io::Result<Vec<(String, bool)>> 
     Ok(names)
 }
 
-pub(super) fn disk_space_blocking(path: &Path) -> io::Result<(u64, u64)> {
+fn disk_space_blocking(path: &Path) -> io::Result<(u64, u64)> {
     let path = std::ffi::CString::new(path.as_os_str().as_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))?;
     // SAFETY: statvfs is plain old data; all zeroes is a valid value.
@@ -205,7 +205,7 @@ pub(super) fn disk_space_blocking(path: &Path) -> io::Result<(u64, u64)> {
     Ok((free_bytes, total_bytes))
 }
 
-pub(super) fn lock_exclusive_blocking(path: &Path) -> io::Result<DriveFile> {
+fn lock_exclusive_blocking(path: &Path) -> io::Result<DriveFile> {
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)

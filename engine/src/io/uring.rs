@@ -27,18 +27,17 @@ use bytes::Bytes;
 use io_uring::{opcode, squeue, types, IoUring, Probe};
 use tokio::sync::oneshot;
 
-use super::threads::{
-    disk_space_blocking, lock_exclusive_blocking, open_blocking, read_dir_blocking,
-    remove_dir_blocking, sync_dir_blocking,
-};
+use super::threads::ThreadPoolIo;
 use super::FORCE_FALLBACK_ENV;
-use super::{blocking, parent_of, refusal, DriveFile, DriveIo, IoBackendKind, OpenMode, PathKind};
+use super::{parent_of, refusal, DriveFile, DriveIo, IoBackendKind, OpenMode, PathKind};
 
 /// The io_uring back-end: the ring for every operation it has an opcode for, the blocking
-/// pool for the rest. Cheap to clone; the ring thread stops with the last clone.
+/// pool (`ThreadPoolIo`) for the rest. Cheap to clone; the ring thread stops with the last
+/// clone.
 #[derive(Clone)]
 pub struct UringIo {
     ring: Arc<Ring>,
+    pool: ThreadPoolIo,
 }
 
 impl UringIo {
@@ -52,6 +51,7 @@ impl UringIo {
         let ring = Ring::start().map_err(|unavailable| (unavailable.reason, unavailable.source))?;
         Ok(UringIo {
             ring: Arc::new(ring),
+            pool: ThreadPoolIo,
         })
     }
 
@@ -76,8 +76,7 @@ impl DriveIo for UringIo {
                 .await
                 .map(DriveFile::from_os);
         }
-        let path = path.to_owned();
-        blocking(move || open_blocking(&path, mode).map(DriveFile::from_os)).await
+        self.pool.open(path, mode).await
     }
 
     async fn read_at(&self, file: &DriveFile, offset: u64, buffer: Vec<u8>) -> io::Result<Vec<u8>> {
@@ -93,18 +92,15 @@ impl DriveIo for UringIo {
     }
 
     async fn is_linked(&self, file: &DriveFile) -> io::Result<bool> {
-        let file = file.os_file()?;
         if self.ring.path_ops.statx {
-            return Ok(self.ring.statx_file(file).await?.stx_nlink > 0);
+            return Ok(self.ring.statx_file(file.os_file()?).await?.stx_nlink > 0);
         }
-        use std::os::unix::fs::MetadataExt;
-        Ok(file.metadata()?.nlink() > 0)
+        self.pool.is_linked(file).await
     }
 
     async fn read_file(&self, path: &Path) -> io::Result<Vec<u8>> {
         if !(self.ring.path_ops.open && self.ring.path_ops.statx) {
-            let path = path.to_owned();
-            return blocking(move || std::fs::read(path)).await;
+            return self.pool.read_file(path).await;
         }
         let file = Arc::new(self.ring.open(path, OpenMode::Read, false).await?);
         let size_bytes = self.ring.statx_file(&file).await?.stx_size;
@@ -143,12 +139,7 @@ impl DriveIo for UringIo {
             self.ring.rename(source, target).await?;
             return self.sync_dir_on_ring(parent_of(target)).await;
         }
-        let (source, target) = (source.to_owned(), target.to_owned());
-        blocking(move || {
-            std::fs::rename(&source, &target)?;
-            sync_dir_blocking(parent_of(&target))
-        })
-        .await
+        self.pool.rename(source, target).await
     }
 
     async fn create_dir(&self, path: &Path) -> io::Result<()> {
@@ -156,20 +147,14 @@ impl DriveIo for UringIo {
             self.ring.mkdir(path).await?;
             return self.sync_dir_on_ring(parent_of(path)).await;
         }
-        let path = path.to_owned();
-        blocking(move || {
-            std::fs::create_dir(&path)?;
-            sync_dir_blocking(parent_of(&path))
-        })
-        .await
+        self.pool.create_dir(path).await
     }
 
     async fn sync_dir(&self, path: &Path) -> io::Result<()> {
         if self.ring.path_ops.open {
             return self.sync_dir_on_ring(path).await;
         }
-        let path = path.to_owned();
-        blocking(move || sync_dir_blocking(&path)).await
+        self.pool.sync_dir(path).await
     }
 
     async fn path_kind(&self, path: &Path) -> io::Result<PathKind> {
@@ -183,29 +168,19 @@ impl DriveIo for UringIo {
                 },
             );
         }
-        let path = path.to_owned();
-        blocking(move || {
-            Ok(if std::fs::metadata(path)?.is_dir() {
-                PathKind::Directory
-            } else {
-                PathKind::File
-            })
-        })
-        .await
+        self.pool.path_kind(path).await
     }
 
     async fn remove_file(&self, path: &Path) -> io::Result<()> {
         if self.ring.path_ops.unlink {
             return self.ring.unlink(path, false).await;
         }
-        let path = path.to_owned();
-        blocking(move || std::fs::remove_file(path)).await
+        self.pool.remove_file(path).await
     }
 
     async fn remove_dir(&self, path: &Path) -> io::Result<bool> {
         if !self.ring.path_ops.unlink {
-            let path = path.to_owned();
-            return blocking(move || remove_dir_blocking(&path)).await;
+            return self.pool.remove_dir(path).await;
         }
         match self.ring.unlink(path, true).await {
             Ok(()) => Ok(true),
@@ -217,23 +192,19 @@ impl DriveIo for UringIo {
     }
 
     async fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
-        let path = path.to_owned();
-        blocking(move || std::fs::remove_dir_all(path)).await
+        self.pool.remove_dir_all(path).await
     }
 
     async fn read_dir(&self, path: &Path) -> io::Result<Vec<(String, bool)>> {
-        let path = path.to_owned();
-        blocking(move || read_dir_blocking(&path)).await
+        self.pool.read_dir(path).await
     }
 
     async fn disk_space(&self, path: &Path) -> io::Result<(u64, u64)> {
-        let path = path.to_owned();
-        blocking(move || disk_space_blocking(&path)).await
+        self.pool.disk_space(path).await
     }
 
     async fn lock_exclusive(&self, path: &Path) -> io::Result<DriveFile> {
-        let path = path.to_owned();
-        blocking(move || lock_exclusive_blocking(&path)).await
+        self.pool.lock_exclusive(path).await
     }
 }
 

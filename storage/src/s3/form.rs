@@ -29,6 +29,7 @@ use sha2::Sha256;
 use crate::node::Node;
 use crate::object::{ByteStream, PutOptions};
 use crate::s3::error::{to_s3_error, wire_error};
+use crate::s3::list::url_encode;
 use crate::s3::RootCredentials;
 
 /// Largest form field other than the file (S3 allows 20 KB for all of them together).
@@ -213,7 +214,7 @@ impl FormUploads {
             }
         };
         let etag = format!("\"{}\"", info.etag);
-        let location = format!("http://{host}/{bucket}/{}", encode_key(&key));
+        let location = format!("http://{host}/{bucket}/{}", url_encode(&key));
         success(&fields, bucket, &key, &etag, &location)
     }
 
@@ -442,9 +443,9 @@ fn success(
         let separator = if url.contains('?') { '&' } else { '?' };
         let target = format!(
             "{url}{separator}bucket={}&key={}&etag={}",
-            encode_key(bucket),
-            encode_key(key),
-            encode_key(etag)
+            url_encode(bucket),
+            url_encode(key),
+            url_encode(etag)
         );
         (StatusCode::SEE_OTHER, String::new(), target)
     } else {
@@ -452,14 +453,7 @@ fn success(
             Some("200") => (StatusCode::OK, String::new(), location.to_owned()),
             Some("201") => (
                 StatusCode::CREATED,
-                format!(
-                    "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<PostResponse><Location>{}</Location>\
-                     <Bucket>{}</Bucket><Key>{}</Key><ETag>{}</ETag></PostResponse>",
-                    xml_escape(location),
-                    xml_escape(bucket),
-                    xml_escape(key),
-                    xml_escape(etag)
-                ),
+                post_response_xml(location, bucket, key, etag)?,
                 location.to_owned(),
             ),
             _ => (StatusCode::NO_CONTENT, String::new(), location.to_owned()),
@@ -514,22 +508,27 @@ fn verify(expected: &[u8], given: &[u8]) -> bool {
             == 0
 }
 
-fn encode_key(text: &str) -> String {
-    const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-        .remove(b'-')
-        .remove(b'.')
-        .remove(b'_')
-        .remove(b'~')
-        .remove(b'/');
-    percent_encoding::utf8_percent_encode(text, KEEP).to_string()
-}
-
-fn xml_escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&apos;")
+/// The `PostResponse` document of a 201 answer, written by s3s's XML serializer.
+fn post_response_xml(
+    location: &str,
+    bucket: &str,
+    key: &str,
+    etag: &str,
+) -> Result<String, S3Error> {
+    use s3s::xml::Serialize as _;
+    let document = s3s::dto::PostResponse {
+        location,
+        bucket,
+        key,
+        etag,
+    };
+    let mut out = Vec::new();
+    let mut serializer = s3s::xml::Serializer::new(&mut out);
+    serializer
+        .decl()
+        .and_then(|()| document.serialize(&mut serializer))
+        .map_err(S3Error::internal_error)?;
+    String::from_utf8(out).map_err(S3Error::internal_error)
 }
 
 fn invalid_argument(message: impl Into<String>) -> S3Error {

@@ -16,10 +16,10 @@ use super::read::{read_shard_block, BlockToRead, ShardSource};
 use super::{ErasureSet, MetaRead};
 use crate::bitrot::{self, ShardId, HASH_BYTES};
 use crate::drive::DrivePath;
-use crate::erasure::Erasure;
+use crate::erasure::{BlockSpan, Erasure};
 use crate::error::{Result, StorageError};
 use crate::format::system_dir;
-use crate::meta::{self, ObjectMeta};
+use crate::meta::{self, ObjectMeta, PartMeta};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct HealOutcome {
@@ -72,17 +72,9 @@ impl ErasureSet {
                     if bad_shards[shard] || matches!(sources[shard], ShardSource::Missing) {
                         continue;
                     }
-                    let to_read = BlockToRead {
-                        id: ShardId {
-                            part: part.id,
-                            shard: shard as u32,
-                        },
-                        index: block,
-                        span,
-                    };
-                    let (_, verified) =
-                        read_shard_block(&self.drives, &sources[shard], None, &file_name, to_read)
-                            .await;
+                    let verified = self
+                        .read_verified_block(&sources[shard], part, &file_name, shard, block, span)
+                        .await;
                     if verified.is_none() {
                         bad_shards[shard] = true;
                     }
@@ -168,18 +160,9 @@ impl ErasureSet {
                         if matches!(source, ShardSource::Missing) {
                             continue;
                         }
-                        let to_read = BlockToRead {
-                            id: ShardId {
-                                part: part.id,
-                                shard: shard as u32,
-                            },
-                            index: block,
-                            span,
-                        };
-                        shards[shard] =
-                            read_shard_block(&self.drives, source, None, &file_name, to_read)
-                                .await
-                                .1;
+                        shards[shard] = self
+                            .read_verified_block(source, part, &file_name, shard, block, span)
+                            .await;
                     }
                     let present = shards.iter().filter(|shard| shard.is_some()).count();
                     if present < erasure.data {
@@ -251,6 +234,29 @@ impl ErasureSet {
         }
         self.discard_tmp(tmp_id).await;
         Ok(rebuilt)
+    }
+
+    /// Block `block` of shard `shard` of `part` from `source`, when it passes its hash.
+    async fn read_verified_block(
+        &self,
+        source: &ShardSource,
+        part: &PartMeta,
+        file_name: &str,
+        shard: usize,
+        block: u64,
+        span: BlockSpan,
+    ) -> Option<Vec<u8>> {
+        let to_read = BlockToRead {
+            id: ShardId {
+                part: part.id,
+                shard: shard as u32,
+            },
+            index: block,
+            span,
+        };
+        read_shard_block(&self.drives, source, None, file_name, to_read)
+            .await
+            .1
     }
 
     async fn open_heal_file(

@@ -110,6 +110,21 @@ fn not_found(path: &Path) -> io::Error {
     io::Error::new(io::ErrorKind::NotFound, format!("{}", path.display()))
 }
 
+fn is_a_directory(path: &Path) -> io::Error {
+    io::Error::new(io::ErrorKind::IsADirectory, format!("{}", path.display()))
+}
+
+fn not_a_directory(path: &Path) -> io::Error {
+    io::Error::new(io::ErrorKind::NotADirectory, format!("{}", path.display()))
+}
+
+fn not_empty(path: &Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::DirectoryNotEmpty,
+        format!("{}", path.display()),
+    )
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
@@ -265,6 +280,15 @@ impl SimDrive {
             .ok_or_else(|| io::Error::other("stale handle (the drive crashed)"))
     }
 
+    /// `path` is a folder, or why not.
+    fn expect_dir(fs: &Fs, path: &Path) -> io::Result<()> {
+        match fs.names.get(path) {
+            Some(Entry::Dir) => Ok(()),
+            Some(Entry::File(_)) => Err(not_a_directory(path)),
+            None => Err(not_found(path)),
+        }
+    }
+
     fn parent_is_dir(fs: &Fs, path: &Path) -> bool {
         path.parent()
             .is_some_and(|parent| matches!(fs.names.get(parent), Some(Entry::Dir)))
@@ -286,10 +310,7 @@ impl SimDrive {
                 inode.data.clear();
                 Ok(id)
             }
-            Some(Entry::Dir) => Err(io::Error::new(
-                io::ErrorKind::IsADirectory,
-                format!("{}", path.display()),
-            )),
+            Some(Entry::Dir) => Err(is_a_directory(path)),
             None => {
                 if !Self::parent_is_dir(fs, path) {
                     return Err(not_found(path));
@@ -352,12 +373,7 @@ impl DriveIo for SimDrive {
         let inode = match mode {
             OpenMode::Read => match fs.names.get(path) {
                 Some(Entry::File(id)) => *id,
-                Some(Entry::Dir) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::IsADirectory,
-                        format!("{}", path.display()),
-                    ))
-                }
+                Some(Entry::Dir) => return Err(is_a_directory(path)),
                 None => return Err(not_found(path)),
             },
             OpenMode::CreateTruncate => Self::create_file(&mut fs, path)?,
@@ -453,12 +469,7 @@ impl DriveIo for SimDrive {
                     .get(id)
                     .map(|i| i.data.clone())
                     .unwrap_or_default(),
-                Some(Entry::Dir) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::IsADirectory,
-                        format!("{}", path.display()),
-                    ))
-                }
+                Some(Entry::Dir) => return Err(is_a_directory(path)),
                 None => return Err(not_found(path)),
             }
         };
@@ -509,23 +520,10 @@ impl DriveIo for SimDrive {
         }
         match (&entry, fs.names.get(target)) {
             (Entry::Dir, Some(Entry::Dir)) if subtree(&fs.names, target).len() > 1 => {
-                return Err(io::Error::new(
-                    io::ErrorKind::DirectoryNotEmpty,
-                    format!("{}", target.display()),
-                ));
+                return Err(not_empty(target));
             }
-            (Entry::Dir, Some(Entry::File(_))) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::NotADirectory,
-                    format!("{}", target.display()),
-                ))
-            }
-            (Entry::File(_), Some(Entry::Dir)) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::IsADirectory,
-                    format!("{}", target.display()),
-                ))
-            }
+            (Entry::Dir, Some(Entry::File(_))) => return Err(not_a_directory(target)),
+            (Entry::File(_), Some(Entry::Dir)) => return Err(is_a_directory(target)),
             _ => {}
         }
         if source == target {
@@ -617,12 +615,7 @@ impl DriveIo for SimDrive {
             Some(Entry::File(_)) => {
                 fs.names.remove(path);
             }
-            Some(Entry::Dir) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::IsADirectory,
-                    format!("{}", path.display()),
-                ))
-            }
+            Some(Entry::Dir) => return Err(is_a_directory(path)),
             None => return Err(not_found(path)),
         }
         if strike == Strike::EioAfter {
@@ -637,16 +630,7 @@ impl DriveIo for SimDrive {
             return Err(eio());
         }
         let mut fs = lock(&self.fs);
-        match fs.names.get(path) {
-            Some(Entry::Dir) => {}
-            Some(Entry::File(_)) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::NotADirectory,
-                    format!("{}", path.display()),
-                ))
-            }
-            None => return Err(not_found(path)),
-        }
+        Self::expect_dir(&fs, path)?;
         if subtree(&fs.names, path).len() > 1 {
             return Ok(false);
         }
@@ -673,16 +657,7 @@ impl DriveIo for SimDrive {
             return Err(eio());
         }
         let fs = lock(&self.fs);
-        match fs.names.get(path) {
-            Some(Entry::Dir) => {}
-            Some(Entry::File(_)) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::NotADirectory,
-                    format!("{}", path.display()),
-                ))
-            }
-            None => return Err(not_found(path)),
-        }
+        Self::expect_dir(&fs, path)?;
         Ok(fs
             .names
             .range(path.to_path_buf()..)
