@@ -72,6 +72,47 @@ impl ServerConfig {
     }
 }
 
+/// File handles kept free of connections for drive files, the catalog and the runtime.
+const HANDLES_RESERVED: u64 = 256;
+/// Most connections one worker holds, however many handles the process may open.
+const CONNECTIONS_PER_WORKER_MAX: usize = 65_536;
+
+/// Raises the process's open-files limit to its hard limit (as MinIO does) and returns the
+/// limit in force afterwards. A refusal leaves the soft limit, which is then returned.
+pub fn raise_open_files_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write only the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 1024;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    limit.rlim_cur
+}
+
+/// Connections per worker for a process that may open `open_files` handles: three quarters
+/// of the handles beyond a reserve, split over the workers, so that connections never take
+/// the handles the drives need (further connections wait in the listen backlog).
+pub fn connections_per_worker(open_files: u64, threads: usize) -> usize {
+    let for_connections = open_files.saturating_sub(HANDLES_RESERVED) / 4 * 3;
+    let per_worker = for_connections / threads.max(1) as u64;
+    usize::try_from(per_worker)
+        .unwrap_or(usize::MAX)
+        .clamp(1, CONNECTIONS_PER_WORKER_MAX)
+}
+
 /// Listeners bound and TLS loaded, not yet serving. See `bind`.
 pub struct BoundServer {
     listeners: Vec<std::net::TcpListener>,
@@ -504,4 +545,35 @@ fn is_peer_error(error: &std::io::Error) -> bool {
         error.kind(),
         ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::Interrupted
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_leave_handles_for_the_drives() {
+        assert_eq!(connections_per_worker(20_000, 2), 7_404);
+        assert_eq!(connections_per_worker(512, 2), 96);
+        assert_eq!(connections_per_worker(100, 4), 1);
+        assert_eq!(
+            connections_per_worker(u64::MAX, 1),
+            CONNECTIONS_PER_WORKER_MAX
+        );
+    }
+
+    #[test]
+    fn the_open_files_limit_is_raised_to_the_hard_limit() {
+        let raised = raise_open_files_limit();
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes only the struct passed.
+        assert_eq!(
+            unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
+            0
+        );
+        assert_eq!((raised, limit.rlim_cur), (limit.rlim_max, limit.rlim_max));
+    }
 }

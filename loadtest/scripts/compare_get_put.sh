@@ -21,96 +21,19 @@
 # including on failure or Ctrl-C.
 set -euo pipefail
 
-PORT=${PORT:-9310}
-NGINX_PORT=${NGINX_PORT:-9380}
 OBJECTS=${OBJECTS:-8}
 OBJECT_BYTES=${OBJECT_BYTES:-64MiB}
 CONCURRENCY=${CONCURRENCY:-32}
 DURATION=${DURATION:-10s}
 DD_MIB_PER_DRIVE=${DD_MIB_PER_DRIVE:-1024}
-WORK_PARENT=${WORK_PARENT:-/tmp}
-SKIP_BUILD=${SKIP_BUILD:-0}
 RESULTS_JSON=${RESULTS_JSON:-}
 RANGE_BYTES=${RANGE_BYTES:-}
 RANGE_ARGS=()
 if [[ -n $RANGE_BYTES ]]; then RANGE_ARGS=(--range-bytes "$RANGE_BYTES" --object-bytes "$OBJECT_BYTES"); fi
 
-REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
-LAKESHARE=$TARGET_DIR/release/lakeshare
-LOADTEST=$TARGET_DIR/release/loadtest
-
-for tool in nginx curl jq; do
-    command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install -y $tool" >&2; exit 2; }
-done
-
-WORK=$(mktemp -d "$WORK_PARENT/lakeshare-compare.XXXXXX")
-SERVER_PID=""
-NGINX_PID=""
-DD_PIDS=()
-
-cleanup() {
-    local status=$?
-    trap - EXIT INT TERM
-    for pid in "${DD_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    if [[ -n $NGINX_PID ]]; then
-        kill -QUIT "$NGINX_PID" 2>/dev/null || true
-        wait "$NGINX_PID" 2>/dev/null || true
-    fi
-    if [[ -n $SERVER_PID ]]; then
-        kill -TERM "$SERVER_PID" 2>/dev/null || true
-        for _ in $(seq 1 100); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
-    rm -rf "$WORK"
-    exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-say() { printf '\n== %s\n' "$*" >&2; }
-
-if [[ $SKIP_BUILD != 1 ]]; then
-    say "building release binaries"
-    (cd "$REPO" && cargo build --release -p lakeshare -p lakeshare-loadtest)
-fi
-
-say "machine"
-MACHINE_CPU=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
-MACHINE_CORES=$(nproc)
-MACHINE_MEMORY_GIB=$(free -g | awk '/^Mem:/ {print $2}')
-MACHINE_LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
-echo "cpu: $MACHINE_CPU; cores: $MACHINE_CORES; memory: ${MACHINE_MEMORY_GIB} GiB" >&2
-echo "load average before the run (1/5/15 min): $MACHINE_LOAD" >&2
-TREE_STATE=clean
-git -C "$REPO" status --porcelain 2>/dev/null | grep -q . && TREE_STATE=dirty
-echo "commit: $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)" \
-    "(work tree $TREE_STATE)" >&2
-echo "work dir: $WORK on $(df -h "$WORK" | awk 'NR==2 {print $1}')" >&2
-
-# Folders readable by nginx's workers (which drop to an unprivileged user when run as root).
-chmod 755 "$WORK"
-mkdir -p "$WORK"/drive{1,2,3,4} "$WORK/www" "$WORK/nginx/tmp"
-chmod 755 "$WORK/www"
-
-export LAKESHARE_ROOT_USER=loadtest-admin
-export LAKESHARE_ROOT_PASSWORD=loadtest-secret-key
-ENDPOINT=http://127.0.0.1:$PORT
-
-say "starting lakeshare on $ENDPOINT with 4 drives"
-"$LAKESHARE" server --address "127.0.0.1:$PORT" \
-    "$WORK/drive1" "$WORK/drive2" "$WORK/drive3" "$WORK/drive4" \
-    >"$WORK/server.log" 2>&1 &
-SERVER_PID=$!
-for attempt in $(seq 1 300); do
-    if curl -sf "$ENDPOINT/minio/health/live" >/dev/null; then break; fi
-    if ! kill -0 "$SERVER_PID" 2>/dev/null || [[ $attempt == 300 ]]; then
-        echo "lakeshare did not come up; its log:" >&2; cat "$WORK/server.log" >&2; exit 1
-    fi
-    sleep 0.1
-done
-head -n 20 "$WORK/server.log" >&2
+source "$(dirname "${BASH_SOURCE[0]}")/compare_lib.sh"
+build_binaries
+start_lakeshare
 
 say "uploading $OBJECTS objects of $OBJECT_BYTES (get --setup), one warm-up pass"
 "$LOADTEST" get --endpoint "$ENDPOINT" --bucket compare --objects "$OBJECTS" \
@@ -120,41 +43,7 @@ say "uploading $OBJECTS objects of $OBJECT_BYTES (get --setup), one warm-up pass
 say "writing the same bytes as plain files for nginx"
 "$LOADTEST" write-files --dir "$WORK/www" --objects "$OBJECTS" --object-bytes "$OBJECT_BYTES"
 
-cat >"$WORK/nginx/nginx.conf" <<NGINX
-worker_processes auto;
-daemon off;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/error.log warn;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    keepalive_requests 1000000;
-    default_type application/octet-stream;
-    client_body_temp_path $WORK/nginx/tmp/body;
-    proxy_temp_path $WORK/nginx/tmp/proxy;
-    fastcgi_temp_path $WORK/nginx/tmp/fastcgi;
-    uwsgi_temp_path $WORK/nginx/tmp/uwsgi;
-    scgi_temp_path $WORK/nginx/tmp/scgi;
-    server {
-        listen 127.0.0.1:$NGINX_PORT;
-        root $WORK/www;
-        location / { }
-    }
-}
-NGINX
-
-say "starting nginx on 127.0.0.1:$NGINX_PORT"
-nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" &
-NGINX_PID=$!
-for attempt in $(seq 1 100); do
-    if curl -sf -o /dev/null "http://127.0.0.1:$NGINX_PORT/obj-0"; then break; fi
-    if ! kill -0 "$NGINX_PID" 2>/dev/null || [[ $attempt == 100 ]]; then
-        echo "nginx did not come up; its log:" >&2; cat "$WORK/nginx/error.log" >&2; exit 1
-    fi
-    sleep 0.1
-done
+start_nginx
 
 # Both servers must serve the same bytes before their speeds are compared.
 NODE_URL=$("$LOADTEST" presign --endpoint "$ENDPOINT" --bucket compare --index 1)
@@ -183,10 +72,10 @@ DD_START=$(date +%s.%N)
 for drive in 1 2 3 4; do
     dd if=/dev/zero of="$WORK/drive$drive/dd-raw-write.bin" bs=1M count="$DD_MIB_PER_DRIVE" \
         conv=fsync status=none &
-    DD_PIDS+=($!)
+    BACKGROUND_PIDS+=($!)
 done
-for pid in "${DD_PIDS[@]}"; do wait "$pid"; done
-DD_PIDS=()
+for pid in "${BACKGROUND_PIDS[@]}"; do wait "$pid"; done
+BACKGROUND_PIDS=()
 DD_END=$(date +%s.%N)
 rm -f "$WORK"/drive{1,2,3,4}/dd-raw-write.bin
 
@@ -195,7 +84,6 @@ DD_BYTES=$((4 * DD_MIB_PER_DRIVE * 1048576))
 DD_GBPS=$(echo "$DD_BYTES $DD_SECONDS" | awk '{printf "%.3f", $1 / $2 / 1e9}')
 
 field() { jq -r "$2" <<<"$1"; }
-ratio() { echo "$1 $2" | awk '{ if ($2 > 0) printf "%.2f", $1 / $2; else print "n/a" }'; }
 NODE_GET_GBPS=$(field "$NODE_GET" .gb_per_s)
 NGINX_GET_GBPS=$(field "$NGINX_GET" .gb_per_s)
 NODE_PUT_GBPS=$(field "$NODE_PUT" .gb_per_s)

@@ -5,6 +5,7 @@
 //! Invariants: every run is bounded by `--requests` or `--duration`; only the endpoint and
 //! URLs given on the command line are contacted.
 
+mod files;
 mod payload;
 mod report;
 mod runner;
@@ -56,6 +57,9 @@ enum Scenario {
     WriteFiles(WriteFilesArgs),
     /// Print a presigned GET URL of object `{prefix}obj-{index}`.
     Presign(PresignArgs),
+    /// The anchor of small PUTs: create new files of --file-bytes in every --dir at once,
+    /// each written, fsynced and its folder fsynced, as durable creation costs on the drives.
+    CreateFiles(CreateFilesArgs),
 }
 
 #[derive(Args, Debug)]
@@ -181,6 +185,21 @@ struct PutArgs {
     /// Create the bucket first.
     #[arg(long)]
     setup: bool,
+    /// Send `If-None-Match: *` and PUT a new key every request (`{prefix}put-{run}-{i}`),
+    /// as a Delta commit does; --objects is then ignored.
+    #[arg(long)]
+    if_none_match: bool,
+}
+
+#[derive(Args, Debug)]
+struct CreateFilesArgs {
+    #[command(flatten)]
+    load: LoadArgs,
+    /// Folders to create the files in, comma-separated; one file in each per request.
+    #[arg(long, value_delimiter = ',', required = true)]
+    dirs: Vec<PathBuf>,
+    #[arg(long, value_parser = units::parse_bytes, default_value = "4KiB")]
+    file_bytes: u64,
 }
 
 #[derive(Args, Debug)]
@@ -261,6 +280,14 @@ async fn run_scenario(scenario: Scenario) -> anyhow::Result<Option<Report>> {
             );
             Ok(None)
         }
+        Scenario::CreateFiles(args) => files::run_create_files(
+            &args.dirs,
+            args.file_bytes,
+            args.load.concurrency,
+            args.load.limit(),
+        )
+        .await
+        .map(Some),
         Scenario::Presign(args) => {
             let url = args
                 .s3
@@ -324,6 +351,28 @@ async fn run_put(args: PutArgs) -> anyhow::Result<Report> {
     let body = object_payload(0, args.object_bytes)?;
     let bucket = args.s3.bucket.clone();
     let prefix = args.s3.prefix.clone();
+    if args.if_none_match {
+        let run = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .context("clock before 1970")?
+            .as_nanos();
+        let factory: RequestFactory = Arc::new(move |index| {
+            let key = format!("{prefix}put-{run}-{index}");
+            let mut planned = endpoint.put_object(&bucket, &key, body.clone())?;
+            planned.request.headers_mut().insert(
+                http::header::IF_NONE_MATCH,
+                http::HeaderValue::from_static("*"),
+            );
+            Ok(planned)
+        });
+        return runner::run(
+            "put-if-none-match",
+            args.load.concurrency,
+            args.load.limit(),
+            factory,
+        )
+        .await;
+    }
     let factory: RequestFactory = Arc::new(move |index| {
         let key = format!("{prefix}put-{}", index % objects);
         endpoint.put_object(&bucket, &key, body.clone())

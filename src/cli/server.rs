@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use lakeshare_engine::io::{IoBackend, IoBackendKind, IoChoice};
-use lakeshare_engine::server::{bind, ServerConfig};
+use lakeshare_engine::server::{
+    bind, connections_per_worker, raise_open_files_limit, ServerConfig,
+};
 use lakeshare_protocol::admin::AdminRoute;
 use lakeshare_protocol::delta::query::DeltaRoutes;
 use lakeshare_protocol::delta::DeltaTables;
@@ -68,8 +70,10 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         topology.deployment_id
     );
 
+    let open_files = raise_open_files_limit();
     let mut server_config = ServerConfig::new(config.address);
     server_config.threads = config.threads;
+    server_config.connections_max = connections_per_worker(open_files, config.threads);
     server_config.certs_dir = config.certs_dir.clone();
     let server = bind(&server_config)?;
     let scheme = if server.is_tls() { "https" } else { "http" };
@@ -92,6 +96,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         .context("opening the sharing catalog")?;
     tracing::info!(
         threads = config.threads,
+        open_files,
+        connections_max = server_config.connections_max * config.threads,
         sharing_endpoint = %public_endpoint,
         "serving S3 and Delta Sharing on {}",
         server.local_addr()

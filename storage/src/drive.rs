@@ -13,12 +13,18 @@
 //!   below its stop; callers that move something into a fresh folder retry on `NotFound`.
 //! - Folders are made durably (`DriveIo::create_dir` syncs the parent), so a rename into a
 //!   fresh folder is durable once the rename returns.
+//! - Running out of file handles (`EMFILE`, `ENFILE`: a load spike, not a drive fault) is
+//!   waited out: every call that opens a handle is retried with a growing pause for up to
+//!   `OUT_OF_HANDLES_WAIT_MAX` before the error reaches the caller, so thousands of
+//!   connections at once slow requests down instead of failing them as lost quorum.
 
 use std::fmt;
+use std::future::Future;
 use std::io;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use lakeshare_engine::io::{DriveFile, DriveIo, OpenMode, PathKind};
@@ -156,6 +162,37 @@ pub(crate) struct DriveRoot {
 /// Rounds of `create_dir_below` against concurrent prunes before it gives up.
 const CREATE_ROUNDS_MAX: usize = 16;
 
+/// Longest wait for a free file handle before `EMFILE`/`ENFILE` reaches the caller.
+const OUT_OF_HANDLES_WAIT_MAX: Duration = Duration::from_secs(5);
+/// First pause after running out of handles; it doubles up to `OUT_OF_HANDLES_PAUSE_MAX`.
+const OUT_OF_HANDLES_PAUSE_FIRST: Duration = Duration::from_millis(1);
+const OUT_OF_HANDLES_PAUSE_MAX: Duration = Duration::from_millis(50);
+
+/// Whether the process or the system ran out of file handles.
+pub(crate) fn is_out_of_handles(error: &io::Error) -> bool {
+    matches!(error.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+}
+
+/// Runs `call` again while it fails for want of a file handle, within the wait bound.
+async fn waiting_for_handles<T, F, Fut>(mut call: F) -> io::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = io::Result<T>>,
+{
+    let mut waited = Duration::ZERO;
+    let mut pause = OUT_OF_HANDLES_PAUSE_FIRST;
+    loop {
+        match call().await {
+            Err(error) if is_out_of_handles(&error) && waited < OUT_OF_HANDLES_WAIT_MAX => {
+                tokio::time::sleep(pause).await;
+                waited += pause;
+                pause = (pause * 2).min(OUT_OF_HANDLES_PAUSE_MAX);
+            }
+            result => return result,
+        }
+    }
+}
+
 impl DriveRoot {
     pub(crate) fn new(root: PathBuf, io: Arc<dyn DriveIo>) -> DriveRoot {
         DriveRoot { root, io }
@@ -175,7 +212,8 @@ impl DriveRoot {
     }
 
     pub(crate) async fn open(&self, path: &DrivePath, mode: OpenMode) -> io::Result<DriveFile> {
-        self.io.open(&self.absolute(path), mode).await
+        let path = self.absolute(path);
+        waiting_for_handles(|| self.io.open(&path, mode)).await
     }
 
     pub(crate) async fn read_at(
@@ -205,11 +243,13 @@ impl DriveRoot {
     }
 
     pub(crate) async fn read_file(&self, path: &DrivePath) -> io::Result<Vec<u8>> {
-        self.io.read_file(&self.absolute(path)).await
+        let path = self.absolute(path);
+        waiting_for_handles(|| self.io.read_file(&path)).await
     }
 
     pub(crate) async fn write_file_synced(&self, path: &DrivePath, data: Bytes) -> io::Result<()> {
-        self.io.write_file_synced(&self.absolute(path), data).await
+        let path = self.absolute(path);
+        waiting_for_handles(|| self.io.write_file_synced(&path, data.clone())).await
     }
 
     pub(crate) async fn rename(&self, source: &DrivePath, target: &DrivePath) -> io::Result<()> {
@@ -219,7 +259,8 @@ impl DriveRoot {
     }
 
     pub(crate) async fn sync_dir(&self, path: &DrivePath) -> io::Result<()> {
-        self.io.sync_dir(&self.absolute(path)).await
+        let path = self.absolute(path);
+        waiting_for_handles(|| self.io.sync_dir(&path)).await
     }
 
     pub(crate) async fn path_kind(&self, path: &DrivePath) -> io::Result<PathKind> {
@@ -235,11 +276,13 @@ impl DriveRoot {
     }
 
     pub(crate) async fn read_dir(&self, path: &DrivePath) -> io::Result<Vec<(String, bool)>> {
-        self.io.read_dir(&self.absolute(path)).await
+        let path = self.absolute(path);
+        waiting_for_handles(|| self.io.read_dir(&path)).await
     }
 
     pub(crate) async fn lock_exclusive(&self, path: &DrivePath) -> io::Result<DriveFile> {
-        self.io.lock_exclusive(&self.absolute(path)).await
+        let path = self.absolute(path);
+        waiting_for_handles(|| self.io.lock_exclusive(&path)).await
     }
 
     /// Removes `path`, a file or a folder tree; a missing path is not an error.
@@ -475,6 +518,28 @@ fn not_a_directory(path: &Path) -> io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn running_out_of_handles_is_waited_out_within_a_bound() {
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let answer = waiting_for_handles(|| async {
+            match calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed) {
+                0..=2 => Err(io::Error::from_raw_os_error(libc::EMFILE)),
+                _ => Ok(7),
+            }
+        })
+        .await;
+        assert_eq!(answer.unwrap(), 7);
+        let never = waiting_for_handles(|| async {
+            Err::<(), _>(io::Error::from_raw_os_error(libc::ENFILE))
+        })
+        .await;
+        assert!(is_out_of_handles(&never.unwrap_err()));
+        let other =
+            waiting_for_handles(|| async { Err::<(), _>(io::Error::from_raw_os_error(libc::EIO)) })
+                .await;
+        assert_eq!(other.unwrap_err().raw_os_error(), Some(libc::EIO));
+    }
 
     #[test]
     fn segments_that_leave_the_folder_are_refused() {

@@ -19,6 +19,7 @@ import http.client
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -115,6 +116,7 @@ class LakeshareServer:
         root_user: Optional[str],
         root_password: Optional[str],
         extra_args: Iterable[str],
+        open_files_limit: Optional[int] = None,
     ):
         self.base_dir = base_dir
         self.drives = [base_dir / f"drive{index}" for index in range(1, drive_count + 1)]
@@ -127,6 +129,7 @@ class LakeshareServer:
         self._root_user = root_user
         self._root_password = root_password
         self.extra_args = list(extra_args)
+        self.open_files_limit = open_files_limit
         self.process: Optional[subprocess.Popen] = None
         self.port: Optional[int] = None
         self.scheme = "http"
@@ -166,6 +169,11 @@ class LakeshareServer:
         command += [str(drive) for drive in self.drives]
         return command
 
+    def _limit_open_files(self) -> None:
+        """Runs in the child before exec: soft and hard open-files limit."""
+        limit = self.open_files_limit
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
     def start(self) -> "LakeshareServer":
         binary = server_binary()
         if not binary.exists():
@@ -186,6 +194,7 @@ class LakeshareServer:
             stderr=subprocess.PIPE,
             env=self.environment(),
             cwd=self.base_dir,
+            preexec_fn=self._limit_open_files if self.open_files_limit else None,
         )
         self._reader = threading.Thread(
             target=self._read_stderr, args=(self.process,), daemon=True
@@ -405,6 +414,7 @@ def lakeshare_server(request, tmp_path_factory):
         extra_args: Iterable[str] = (),
         base_dir: Optional[Path] = None,
         start: bool = True,
+        open_files_limit: Optional[int] = None,
     ) -> LakeshareServer:
         server = LakeshareServer(
             base_dir or tmp_path_factory.mktemp("lakeshare"),
@@ -414,6 +424,7 @@ def lakeshare_server(request, tmp_path_factory):
             root_user,
             root_password,
             extra_args,
+            open_files_limit,
         )
         started.append(server)
         return server.start() if start else server
