@@ -133,7 +133,8 @@ def test_virtual_host_style_with_domain(lakeshare_server, monkeypatch):
     path_style.put_object(Bucket="vbucket", Key="dir/file.txt", Body=b"virtual")
 
     # The bucket comes from Host: vbucket.s3.lake.test:PORT (signed as sent).
-    response = signed_with_host(server, "GET", f"vbucket.s3.lake.test:{server.port}", "/dir/file.txt")
+    bucket_host = f"vbucket.s3.lake.test:{server.port}"
+    response = signed_with_host(server, "GET", bucket_host, "/dir/file.txt")
     assert response.status == 200 and response.body == b"virtual", response
     listed = signed_with_host(
         server, "GET", f"vbucket.s3.lake.test:{server.port}", "/", "list-type=2"
@@ -174,7 +175,8 @@ def test_virtual_host_style_with_domain(lakeshare_server, monkeypatch):
     assert set(sent_hosts) == {f"vbucket.s3.lake.test:{server.port}"}, sent_hosts
 
     # Path-style still works on the same node (IP host and the bare domain).
-    assert path_style.get_object(Bucket="vbucket", Key="v/put.txt")["Body"].read() == b"put virtually"
+    by_path = path_style.get_object(Bucket="vbucket", Key="v/put.txt")["Body"].read()
+    assert by_path == b"put virtually"
     bare = signed_with_host(server, "GET", f"s3.lake.test:{server.port}", "/vbucket/dir/file.txt")
     assert bare.status == 200 and bare.body == b"virtual", bare
 

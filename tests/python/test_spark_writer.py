@@ -90,7 +90,8 @@ def point_s3a_at(spark, server) -> None:
 
 def rows_of_frame(frame) -> list[tuple]:
     return sorted(
-        (int(row["id"]), row["name"], row["grp"]) for _, row in frame[["id", "name", "grp"]].iterrows()
+        (int(row["id"]), row["name"], row["grp"])
+        for _, row in frame[["id", "name", "grp"]].iterrows()
     )
 
 
@@ -165,6 +166,7 @@ def test_spark_writes_merges_optimizes_and_the_share_serves_it(spark, lakeshare_
     # A share created after the last step serves the same rows.
     cli.run("table", "share", "create", "local/late", "s", "orders:delta:lake:sales/orders/")
     late = tmp_path / "late.share"
-    late.write_text(json.dumps(cli.json("table", "share", "token", "create", "local/late")["profile"]))
+    late_token = cli.json("table", "share", "token", "create", "local/late")
+    late.write_text(json.dumps(late_token["profile"]))
     frame = delta_sharing.load_as_pandas(f"{late}#late.s.orders")
     assert rows_of_frame(frame) == sorted(expected.values())
