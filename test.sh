@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one command that runs every lakeshare test on a fresh machine (Rust toolchain aside):
 # formatting and lints, the Rust unit and integration tests, then the Python end-to-end suite
-# against the release binary, once per drive I/O back-end (io_uring and the thread pool).
+# against the release binary, once per drive I/O back-end (io_uring and the thread pool), and
+# the Spark tests (Java, pyspark and the Maven-fetched jars of tests/spark/pom.xml) once.
 # Stops at the first failure with a non-zero exit.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
@@ -22,7 +23,20 @@ if [ ! -x .venv/bin/python ]; then
     fi
   fi
 fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt \
+  -r tests/requirements-spark.txt
+
+step "Spark jars (tests/spark/pom.xml, into tests/spark/jars/)"
+for tool in java mvn; do
+  if ! command -v "$tool" >/dev/null 2>&1; then
+    echo "$tool is needed for the Spark tests (tests/python/test_spark_writer.py)" >&2
+    exit 1
+  fi
+done
+rm -rf tests/spark/jars
+mvn -q -B -f tests/spark/pom.xml dependency:copy-dependencies \
+  -DoutputDirectory="$PWD/tests/spark/jars"
+echo "$(ls tests/spark/jars | wc -l) jars, $(du -sh tests/spark/jars | cut -f1)"
 
 step "nginx (used by the benchmarks; optional for the tests)"
 if command -v nginx >/dev/null 2>&1; then
@@ -65,7 +79,11 @@ if [ "$(cat /proc/sys/kernel/io_uring_disabled 2>/dev/null || echo 0)" = 2 ]; th
 fi
 for io_mode in "${io_modes[@]}"; do
   step "pytest tests/python with LAKESHARE_IO=$io_mode"
-  LAKESHARE_IO="$io_mode" .venv/bin/python -m pytest tests/python -x -q
+  LAKESHARE_IO="$io_mode" .venv/bin/python -m pytest tests/python -x -q -m "not spark"
 done
+
+# Spark drives S3, not the drives: once, on the default back-end.
+step "pytest tests/python -m spark (one JVM per module)"
+.venv/bin/python -m pytest tests/python -x -q -m spark
 
 step "all tests passed"

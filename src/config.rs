@@ -50,6 +50,10 @@ pub struct RawConfig {
     /// Memory for cached active-file lists of shared tables, e.g. `512MiB`, `2GiB`.
     #[arg(long, env = "LAKESHARE_CACHE_SIZE", default_value = CACHE_SIZE_DEFAULT)]
     pub cache_size: String,
+    /// Domains of virtual-host-style requests, comma-separated (`Host: BUCKET.DOMAIN` names
+    /// bucket BUCKET; `MINIO_DOMAIN` also works) [default: path-style only].
+    #[arg(long, env = "LAKESHARE_DOMAIN", value_name = "DOMAIN[,DOMAIN]")]
+    pub domain: Option<String>,
 }
 
 /// Default budget of the table caches.
@@ -77,6 +81,8 @@ pub struct Config {
     pub cache_bytes: u64,
     /// Base URL written into profiles and presigned URLs; `None`: the listening address.
     pub sharing_endpoint: Option<String>,
+    /// Base domains of virtual-host-style requests; empty: path-style only.
+    pub domains: Vec<String>,
 }
 
 impl Config {
@@ -147,6 +153,9 @@ impl Config {
                 ));
             }
         }
+        let domains = parse_domains(raw.domain.or_else(|| env("MINIO_DOMAIN")))
+            .map_err(|e| errors.extend(e))
+            .unwrap_or_default();
         let (credentials, credentials_defaulted) = root_credentials(env)
             .map_err(|e| errors.extend(e))
             .unwrap_or_else(|()| (default_credentials(), true));
@@ -163,9 +172,43 @@ impl Config {
                 presign_expiry_seconds,
                 cache_bytes,
                 sharing_endpoint,
+                domains,
             }),
             _ => Err(errors),
         }
+    }
+}
+
+/// `--domain a.example.com,b.example.com`: each a host name; none may end another (a bucket
+/// host would be ambiguous).
+fn parse_domains(text: Option<String>) -> Result<Vec<String>, Vec<String>> {
+    let Some(text) = text else {
+        return Ok(Vec::new());
+    };
+    let domains: Vec<String> = text
+        .split(',')
+        .map(|domain| domain.trim().to_ascii_lowercase())
+        .filter(|domain| !domain.is_empty())
+        .collect();
+    let mut errors: Vec<String> = domains
+        .iter()
+        .filter_map(|domain| lakeshare_storage::s3::host::validate_domain(domain).err())
+        .map(|e| format!("--domain {e}"))
+        .collect();
+    for (index, domain) in domains.iter().enumerate() {
+        for other in &domains[index + 1..] {
+            if domain.ends_with(&format!(".{other}"))
+                || other.ends_with(&format!(".{domain}"))
+                || domain == other
+            {
+                errors.push(format!("--domain: {domain:?} and {other:?} overlap"));
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(domains)
+    } else {
+        Err(errors)
     }
 }
 
@@ -349,6 +392,27 @@ mod tests {
         assert_eq!(config.credentials.access_key, "minioadmin");
         assert_eq!(config.presign_expiry_seconds, 3600);
         assert_eq!(config.sharing_endpoint, None);
+        assert!(config.domains.is_empty());
+    }
+
+    #[test]
+    fn domains_are_a_checked_comma_list() {
+        let mut with_domain = raw(&[]);
+        with_domain.domain = Some("S3.example.com, lake.local".into());
+        let config = Config::from_raw(with_domain, &env_of(&[])).unwrap();
+        assert_eq!(config.domains, vec!["s3.example.com", "lake.local"]);
+        let env = env_of(&[("MINIO_DOMAIN", "minio.example.com")]);
+        let config = Config::from_raw(raw(&[]), &env).unwrap();
+        assert_eq!(config.domains, vec!["minio.example.com"]);
+        for bad in ["a..b", "example.com,s3.example.com", "x.io:9000"] {
+            let mut with_bad = raw(&[]);
+            with_bad.domain = Some(bad.into());
+            let errors = Config::from_raw(with_bad, &env_of(&[])).unwrap_err();
+            assert!(
+                errors.iter().any(|e| e.contains("--domain")),
+                "{bad}: {errors:?}"
+            );
+        }
     }
 
     #[test]

@@ -148,6 +148,7 @@ async fn sharing_service(
         node,
         config.credentials.clone(),
         Some(reader),
+        config.domains.clone(),
         vec![Box::new(AdminRoute::new(
             admin,
             config.credentials.access_key.clone(),

@@ -5,7 +5,9 @@
 //! descended only when keys under it can still be returned; an object is listed only when
 //! its metadata has read quorum in its set, and each copy is read once per listing; every
 //! folder walked is a `DrivePath` below the bucket folder, so a prefix with `.` or `..`
-//! segments is refused instead of walking out of the bucket.
+//! segments is refused instead of walking out of the bucket. A key ending in `/` (a directory
+//! marker, kept in the reserved `DIRECTORY_KEY_DIR` child of its folder) is listed when its
+//! folder is walked, before everything under it, as S3 orders `a/` before `a/b`.
 
 use std::collections::BTreeSet;
 
@@ -14,7 +16,7 @@ use futures::StreamExt;
 
 use crate::drive::DrivePath;
 use crate::error::Result;
-use crate::meta::{DATA_DIR, META_FILE};
+use crate::meta::{DATA_DIR, DIRECTORY_KEY_DIR, META_FILE};
 use crate::object::{ListRequest, ListResult};
 use crate::set::{object_info, ErasureSet};
 use crate::sets::SetGroup;
@@ -102,7 +104,7 @@ impl SetGroup {
         dir: String,
     ) -> futures::future::BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            let children = self.child_dirs(walk.bucket, &dir).await;
+            let (children, has_directory_key) = self.child_dirs(walk.bucket, &dir).await;
             let relevant: Vec<String> = children
                 .into_iter()
                 .map(|name| format!("{dir}{name}"))
@@ -125,6 +127,9 @@ impl SetGroup {
             .collect::<Vec<_>>()
             .await;
             let mut items = Vec::new();
+            if has_directory_key && !dir.is_empty() {
+                items.push(Item::Object(dir.clone()));
+            }
             for (child, has_meta, has_children) in probes {
                 if has_children {
                     items.push(Item::Directory(format!("{child}/")));
@@ -176,27 +181,35 @@ impl SetGroup {
         })
     }
 
-    /// Names of subdirectories of `bucket/dir` on any drive, data dirs excluded.
-    async fn child_dirs(&self, bucket: &str, dir: &str) -> BTreeSet<String> {
+    /// Names of subdirectories of `bucket/dir` on any drive, data dirs and the folder of the
+    /// key `dir` itself excluded; and whether any drive has that folder.
+    async fn child_dirs(&self, bucket: &str, dir: &str) -> (BTreeSet<String>, bool) {
         let Ok(path) = folder_path(bucket, dir) else {
-            return BTreeSet::new();
+            return (BTreeSet::new(), false);
         };
         let reads = self.drives().map(|drive| {
             let path = &path;
             async move { drive.read_dir(path).await.unwrap_or_default() }
         });
         let mut names = BTreeSet::new();
+        let mut has_directory_key = false;
         for entries in join_all(reads).await {
             for (name, is_dir) in entries {
-                if is_dir && name != DATA_DIR {
+                if !is_dir || name == DATA_DIR {
+                    continue;
+                }
+                if name == DIRECTORY_KEY_DIR {
+                    has_directory_key = true;
+                } else {
                     names.insert(name);
                 }
             }
         }
-        names
+        (names, has_directory_key)
     }
 
-    /// Whether `bucket/child` holds an object's metadata and whether it has subdirectories.
+    /// Whether `bucket/child` holds an object's metadata and whether it has subdirectories
+    /// (the folder of the key `child/` counts: the walk lists that key inside `child/`).
     async fn probe(&self, bucket: &str, child: &str) -> (bool, bool) {
         let Ok(path) = folder_path(bucket, child) else {
             return (false, false);

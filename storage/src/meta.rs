@@ -15,6 +15,10 @@ use uuid::Uuid;
 pub(crate) const META_FILE: &str = "lakeshare.meta";
 /// Name of the directory holding an object's data dirs inside its key directory.
 pub(crate) const DATA_DIR: &str = "lakeshare.data";
+/// Name of the key directory of a key ending in `/` (an S3 directory marker such as `a/`):
+/// `a/` lives in `<bucket>/a/lakeshare.dir/`, beside the folders of the keys under `a/`, so
+/// neither can take the other's place. Reserved: no key segment may use it.
+pub(crate) const DIRECTORY_KEY_DIR: &str = "lakeshare.dir";
 
 const MAGIC: &[u8; 4] = b"LKSM";
 const FORMAT_VERSION: u16 = 2;

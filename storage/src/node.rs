@@ -29,7 +29,7 @@ use crate::error::{Result, StorageError};
 use crate::format;
 use crate::heal::{self, Healer};
 use crate::health::DriveHealth;
-use crate::meta::{DATA_DIR, META_FILE};
+use crate::meta::{DATA_DIR, DIRECTORY_KEY_DIR, META_FILE};
 use crate::set::{ErasureSet, SetLayout};
 use crate::sets::SetGroup;
 use crate::watch::FolderWatches;
@@ -606,7 +606,8 @@ pub(crate) fn validate_bucket_name(bucket: &str) -> Result<()> {
 const KEY_SEGMENT_BYTES_MAX: usize = 255;
 
 /// Object key rules: 1..=1024 bytes, segments of at most 255 bytes, no NUL, no empty, `.`
-/// or `..` segment, no segment that is one of our own file names, no leading `/`.
+/// or `..` segment, no segment that is one of our own file names, no leading `/`. A key may
+/// end with `/` (a directory marker such as `a/`, stored in `DIRECTORY_KEY_DIR`).
 pub(crate) fn validate_key(key: &str) -> Result<()> {
     let invalid = |why: &str| StorageError::InvalidObjectName(format!("{why}: {key:?}"));
     if key.is_empty() {
@@ -618,11 +619,14 @@ pub(crate) fn validate_key(key: &str) -> Result<()> {
     if key.contains('\0') {
         return Err(invalid("key holds a NUL byte"));
     }
-    for segment in key.split('/') {
+    let segments = key.strip_suffix('/').unwrap_or(key);
+    for segment in segments.split('/') {
         match segment {
             "" => return Err(invalid("key has an empty path segment")),
             "." | ".." => return Err(invalid("key has a '.' or '..' segment")),
-            META_FILE | DATA_DIR => return Err(invalid("key uses a reserved name")),
+            META_FILE | DATA_DIR | DIRECTORY_KEY_DIR => {
+                return Err(invalid("key uses a reserved name"))
+            }
             // Each segment is a directory name on the drives.
             _ if segment.len() > KEY_SEGMENT_BYTES_MAX => {
                 return Err(invalid("key has a path segment longer than 255 bytes"))

@@ -116,7 +116,7 @@ impl NodeObjectStore {
                     .map_err(|error| to_object_store_error(error, &prefix))?;
                 let next = next_cursor(page.is_truncated, page.next_after, &prefix)?;
                 let metas: Vec<object_store::Result<ObjectMeta>> =
-                    page.objects.iter().map(listed_meta).collect();
+                    listed_files(&page.objects).map(listed_meta).collect();
                 Ok(Some((stream::iter(metas), next)))
             }
         })
@@ -342,7 +342,7 @@ impl ObjectStore for NodeObjectStore {
                 .list_objects(&self.bucket, request)
                 .await
                 .map_err(|error| to_object_store_error(error, &prefix))?;
-            for object in &page.objects {
+            for object in listed_files(&page.objects) {
                 objects.push(listed_meta(object)?);
             }
             for common in &page.common_prefixes {
@@ -422,9 +422,7 @@ impl PaginatedListStore for NodeObjectStore {
             .list_objects(&self.bucket, request)
             .await
             .map_err(|error| to_object_store_error(error, &prefix))?;
-        let objects = page
-            .objects
-            .iter()
+        let objects = listed_files(&page.objects)
             .map(listed_meta)
             .collect::<object_store::Result<Vec<_>>>()?;
         let common_prefixes = page
@@ -842,6 +840,12 @@ fn next_cursor(
             "listing {prefix:?}: truncated page without a continuation key"
         ))),
     }
+}
+
+/// The listed objects an `ObjectStore` can name: a key ending in `/` is a directory marker,
+/// which a `Path` cannot express (object_store has no directory objects), so it is left out.
+fn listed_files(objects: &[ObjectInfo]) -> impl Iterator<Item = &ObjectInfo> {
+    objects.iter().filter(|object| !object.key.ends_with('/'))
 }
 
 fn listed_meta(info: &ObjectInfo) -> object_store::Result<ObjectMeta> {

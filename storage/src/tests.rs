@@ -1239,3 +1239,180 @@ async fn r11_heal_rebuilds_a_bucket_folder_missing_on_one_drive() {
     assert_eq!(report.buckets_healed, 1, "{report:?}");
     assert_healed_drive_serves(&node, &drives, 1, &objects).await;
 }
+
+/// Keys and common prefixes of one listing of bucket `marks`.
+async fn listed(
+    node: &Node,
+    prefix: &str,
+    delimiter: Option<&str>,
+    after: Option<&str>,
+) -> (Vec<String>, Vec<String>) {
+    let result = node
+        .list_objects(
+            "marks",
+            ListRequest {
+                prefix: prefix.into(),
+                delimiter: delimiter.map(Into::into),
+                after: after.map(Into::into),
+                max_keys: 1000,
+            },
+        )
+        .await
+        .unwrap();
+    let keys = result.objects.iter().map(|o| o.key.clone()).collect();
+    (keys, result.common_prefixes)
+}
+
+/// Issue 12: keys ending in `/` (S3 directory markers, as s3a and pyarrow write them) are
+/// stored beside the keys under them, created before or after those, on either set.
+#[tokio::test]
+async fn r12_keys_ending_in_a_slash_live_beside_the_keys_under_them() {
+    let root = tempfile::tempdir().unwrap();
+    let drives = drive_paths(root.path(), 8);
+    let node = Node::open(config(drives.clone(), Some(4)), test_io())
+        .await
+        .unwrap();
+    node.make_bucket("marks").await.unwrap();
+    let big = pattern(3 * 1024 * 1024 + 11, 4);
+    // `a/` after `a/b`, `c/` before `c/d`, a marker under a marker, a marker with data.
+    let objects: Vec<(&str, Vec<u8>)> = vec![
+        ("a/b", b"under a".to_vec()),
+        ("a", b"plain a".to_vec()),
+        ("a/", Vec::new()),
+        ("c/", Vec::new()),
+        ("c/d", b"under c".to_vec()),
+        ("a/x/", Vec::new()),
+        ("big/", big.clone()),
+    ];
+    for (key, data) in &objects {
+        put(&node, "marks", key, data).await;
+    }
+    for (key, data) in &objects {
+        assert_eq!(&read(&node, "marks", key, None).await, data, "{key}");
+        let info = node.head_object("marks", key).await.unwrap();
+        assert_eq!(info.size, data.len() as u64, "{key}");
+    }
+    // A folder that only holds keys under it is no object.
+    for missing in ["a/x", "c/d/", "zz/"] {
+        assert!(
+            matches!(
+                node.head_object("marks", missing).await,
+                Err(StorageError::NoSuchKey { .. })
+            ),
+            "{missing}"
+        );
+    }
+    let strings = |items: &[&str]| items.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        listed(&node, "", None, None).await,
+        (
+            strings(&["a", "a/", "a/b", "a/x/", "big/", "c/", "c/d"]),
+            vec![]
+        )
+    );
+    assert_eq!(
+        listed(&node, "", Some("/"), None).await,
+        (strings(&["a"]), strings(&["a/", "big/", "c/"]))
+    );
+    assert_eq!(
+        listed(&node, "a/", Some("/"), None).await,
+        (strings(&["a/", "a/b"]), strings(&["a/x/"]))
+    );
+    assert_eq!(
+        listed(&node, "a/x/", Some("/"), None).await,
+        (strings(&["a/x/"]), vec![])
+    );
+    assert_eq!(
+        listed(&node, "a/", None, Some("a/")).await,
+        (strings(&["a/b", "a/x/"]), vec![])
+    );
+    // Paging one key at a time gives the same order.
+    let mut paged = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = node
+            .list_objects("marks", ListRequest::flat("", after.clone(), 1))
+            .await
+            .unwrap();
+        paged.extend(page.objects.iter().map(|o| o.key.clone()));
+        if !page.is_truncated {
+            break;
+        }
+        after = page.next_after;
+    }
+    assert_eq!(
+        paged,
+        strings(&["a", "a/", "a/b", "a/x/", "big/", "c/", "c/d"])
+    );
+
+    // Deleting a marker keeps the keys under it, and the other way round.
+    node.delete_object("marks", "a/").await.unwrap();
+    node.delete_object("marks", "c/d").await.unwrap();
+    assert_eq!(read(&node, "marks", "a/b", None).await, b"under a");
+    assert_eq!(read(&node, "marks", "c/", None).await, b"");
+    assert_eq!(
+        listed(&node, "", None, None).await,
+        (strings(&["a", "a/b", "a/x/", "big/", "c/"]), vec![])
+    );
+    node.delete_object("marks", "c/").await.unwrap();
+    assert_eq!(
+        listed(&node, "", Some("/"), None).await,
+        (strings(&["a"]), strings(&["a/", "big/"]))
+    );
+    for drive in [&drives[1], &drives[3], &drives[5], &drives[7]] {
+        assert!(
+            !drive.join("marks/c").exists(),
+            "emptied folders are pruned"
+        );
+    }
+    // Heal rebuilds wiped drives' markers like any object (one drive of each set).
+    wipe(&drives[1]);
+    wipe(&drives[5]);
+    drop(node);
+    let node = Node::open(config(drives.clone(), Some(4)), test_io())
+        .await
+        .unwrap();
+    let report = node.heal(None, "").await.unwrap();
+    assert_eq!(report.objects_failed, 0, "{report:?}");
+    let holding = drives
+        .iter()
+        .filter(|drive| {
+            drive
+                .join("marks/a/x/lakeshare.dir/lakeshare.meta")
+                .is_file()
+        })
+        .count();
+    assert_eq!(holding, 4, "every drive of its set holds `a/x/`");
+    for gone in [0, 2, 4, 6] {
+        std::fs::remove_dir_all(&drives[gone]).unwrap();
+    }
+    for (key, data) in objects
+        .iter()
+        .filter(|(key, _)| !matches!(*key, "a/" | "c/d" | "c/"))
+    {
+        assert_eq!(&read(&node, "marks", key, None).await, data, "{key}");
+    }
+}
+
+#[tokio::test]
+async fn r12_the_directory_key_folder_name_is_no_key_segment() {
+    let root = tempfile::tempdir().unwrap();
+    let node = open(&drive_paths(root.path(), 1)).await;
+    node.make_bucket("keys").await.unwrap();
+    for key in [
+        "/",
+        "a//",
+        "//",
+        "a/lakeshare.dir",
+        "a/lakeshare.dir/",
+        "lakeshare.dir/x",
+    ] {
+        let outcome = node
+            .put_object("keys", key, body(b"v"), PutOptions::default())
+            .await;
+        assert!(
+            matches!(outcome, Err(StorageError::InvalidObjectName(_))),
+            "{key:?}"
+        );
+    }
+}

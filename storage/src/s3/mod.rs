@@ -12,6 +12,7 @@ pub mod checksum;
 pub mod conditions;
 pub mod error;
 pub mod form;
+pub mod host;
 pub mod list;
 mod ops;
 pub mod routes;
@@ -77,15 +78,20 @@ impl LakeshareS3 {
 }
 
 /// Builds the hyper service for the whole port: S3, health, admin, and `extra_routes`
-/// (matched in order, after health and admin). `S3Service` is cheap to clone and is a
+/// (matched in order, after health and admin). With `domains`, `Host: BUCKET.DOMAIN` requests
+/// are virtual-host-style (`host::DomainHost`); without, every request is path-style. `S3Service` is cheap to clone and is a
 /// `hyper::service::Service<http::Request<hyper::body::Incoming>>`.
 pub fn build_service(
     node: Arc<Node>,
     credentials: RootCredentials,
     reader: Option<ReadOnlyCredential>,
+    domains: Vec<String>,
     extra_routes: Vec<Box<dyn S3Route>>,
 ) -> S3Service {
     let mut builder = S3ServiceBuilder::new(LakeshareS3::new(Arc::clone(&node)));
+    if !domains.is_empty() {
+        builder.set_host(host::DomainHost::new(domains));
+    }
     let mut auth = SimpleAuth::from_single(
         credentials.access_key.clone(),
         credentials.secret_key.clone(),

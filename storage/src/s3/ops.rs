@@ -100,6 +100,76 @@ impl S3 for LakeshareS3 {
         }))
     }
 
+    // ---- probes: the answers of an unversioned bucket without tags, lifecycle, policy or
+    // encryption settings, as MinIO gives them (tools ask before they write).
+
+    async fn get_bucket_versioning(
+        &self,
+        req: S3Request<GetBucketVersioningInput>,
+    ) -> S3Result<S3Response<GetBucketVersioningOutput>> {
+        self.bucket_exists(&req.input.bucket).await?;
+        Ok(S3Response::new(GetBucketVersioningOutput::default()))
+    }
+
+    async fn get_bucket_tagging(
+        &self,
+        req: S3Request<GetBucketTaggingInput>,
+    ) -> S3Result<S3Response<GetBucketTaggingOutput>> {
+        self.bucket_exists(&req.input.bucket).await?;
+        Err(s3_error!(NoSuchTagSet, "The TagSet does not exist"))
+    }
+
+    async fn get_bucket_lifecycle_configuration(
+        &self,
+        req: S3Request<GetBucketLifecycleConfigurationInput>,
+    ) -> S3Result<S3Response<GetBucketLifecycleConfigurationOutput>> {
+        self.bucket_exists(&req.input.bucket).await?;
+        Err(s3_error!(
+            NoSuchLifecycleConfiguration,
+            "The lifecycle configuration does not exist"
+        ))
+    }
+
+    async fn get_bucket_policy(
+        &self,
+        req: S3Request<GetBucketPolicyInput>,
+    ) -> S3Result<S3Response<GetBucketPolicyOutput>> {
+        self.bucket_exists(&req.input.bucket).await?;
+        Err(s3_error!(
+            NoSuchBucketPolicy,
+            "The bucket policy does not exist"
+        ))
+    }
+
+    async fn get_bucket_encryption(
+        &self,
+        req: S3Request<GetBucketEncryptionInput>,
+    ) -> S3Result<S3Response<GetBucketEncryptionOutput>> {
+        self.bucket_exists(&req.input.bucket).await?;
+        let mut error = s3_error!(
+            ServerSideEncryptionConfigurationNotFoundError,
+            "The server side encryption configuration was not found"
+        );
+        // S3 and MinIO answer 404; s3s's default for this code is 400.
+        error.set_status_code(StatusCode::NOT_FOUND);
+        Err(error)
+    }
+
+    async fn get_object_tagging(
+        &self,
+        req: S3Request<GetObjectTaggingInput>,
+    ) -> S3Result<S3Response<GetObjectTaggingOutput>> {
+        let input = req.input;
+        self.node
+            .head_object(&input.bucket, &input.key)
+            .await
+            .map_err(to_s3_error)?;
+        Ok(S3Response::new(GetObjectTaggingOutput {
+            tag_set: Vec::new(),
+            version_id: None,
+        }))
+    }
+
     async fn put_object(
         &self,
         req: S3Request<PutObjectInput>,
@@ -773,6 +843,14 @@ impl LakeshareS3 {
             503,
             "The object kept changing while being read; please retry.",
         ))
+    }
+
+    async fn bucket_exists(&self, bucket: &str) -> S3Result<()> {
+        self.node
+            .bucket_info(bucket)
+            .await
+            .map(|_| ())
+            .map_err(to_s3_error)
     }
 
     async fn list(&self, bucket: &str, request: ListRequest) -> S3Result<ListResult> {

@@ -42,7 +42,13 @@ async fn service(drives: &tempfile::TempDir) -> S3Service {
         access_key: "rootuser".into(),
         secret_key: "rootpassword".into(),
     };
-    build_service(node, credentials, None, vec![Box::new(SharingStandIn)])
+    build_service(
+        node,
+        credentials,
+        None,
+        Vec::new(),
+        vec![Box::new(SharingStandIn)],
+    )
 }
 
 async fn status_and_body(service: &S3Service, method: Method, uri: &str) -> (u16, String) {

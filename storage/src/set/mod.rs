@@ -39,7 +39,7 @@ use crate::env::Environment;
 use crate::error::{Result, StorageError};
 use crate::format::system_dir;
 use crate::locks::KeyLocks;
-use crate::meta::{self, ObjectMeta, DATA_DIR, META_FILE};
+use crate::meta::{self, ObjectMeta, DATA_DIR, DIRECTORY_KEY_DIR, META_FILE};
 use crate::object::{ObjectInfo, WriteCondition};
 
 use readers::OpenReaders;
@@ -158,8 +158,15 @@ impl ErasureSet {
         DrivePath::root().join_all(bucket)
     }
 
+    /// The folder of `key`'s metadata and data; a key ending in `/` has its own reserved
+    /// child folder of the folder named by the key (see `DIRECTORY_KEY_DIR`).
     pub(crate) fn key_dir(bucket: &str, key: &str) -> io::Result<DrivePath> {
-        Self::bucket_dir(bucket)?.join_all(key)
+        match key.strip_suffix('/') {
+            Some(folder) => Ok(Self::bucket_dir(bucket)?
+                .join_all(folder)?
+                .child(DIRECTORY_KEY_DIR)),
+            None => Self::bucket_dir(bucket)?.join_all(key),
+        }
     }
 
     pub(crate) fn meta_path(bucket: &str, key: &str) -> io::Result<DrivePath> {

@@ -34,7 +34,8 @@ use crate::object::{ByteStream, CompletePart, ListRequest, PutOptions, WriteCond
 use drive::{FaultRates, SimDrive};
 
 const BUCKET: &str = "sim";
-const KEYS: [&str; 3] = ["a", "dir/b", "dir/c"];
+/// `dir/` is a directory marker beside `dir/b`: both live under the folder `dir`.
+const KEYS: [&str; 3] = ["a", "dir/", "dir/b"];
 const BATCHES: usize = 24;
 /// Sizes of single PUT values: empty, inline, one block, several blocks.
 const SIZES: [usize; 6] = [0, 1, 700, 3_000, 20_000, 150_000];
