@@ -307,3 +307,45 @@ def test_r12_protocol_upgrade_inside_a_streaming_range(node, tmp_path):
     delta = post_query(url, headers, {"startingVersion": 0},
                        "responseformat=delta;readerfeatures=v2checkpoint")
     assert delta.status_code == 200, delta.text
+
+
+# ----- gap 3: a timestamp after the latest commit ---------------------------------------------
+
+
+def test_r12_timestamp_after_the_latest_commit_is_refused(node, tmp_path):
+    import pandas as pd
+    from deltalake import write_deltalake
+
+    server, cli = node
+    options = server.storage_options()
+    for round_index in range(2):
+        write_deltalake("s3://lake/tt/", pd.DataFrame({"n": [round_index]}), mode="append",
+                        storage_options=options)
+    profile = share_tables(cli, tmp_path, "tt", {"tt": "tt/"})
+    endpoint, headers = bearer(profile)
+    table = f"{endpoint}/shares/tt/schemas/s/tables/tt"
+    future = "9999-01-01T00:00:00Z"
+    for response in (
+        post_query(f"{table}/query", headers, {"timestamp": future}),
+        requests.get(f"{table}/metadata?timestamp={future}", headers=headers, timeout=30),
+    ):
+        assert_error(response, 400, "INVALID_PARAMETER_VALUE",
+                     "is after the latest available version 1. Please use a timestamp less than")
+    assert_error(requests.get(f"{table}/version?startingTimestamp={future}", headers=headers,
+                              timeout=30),
+                 400, "INVALID_PARAMETER_VALUE",
+                 "The provided timestamp (9999-01-01T00:00:00Z) is after the latest version "
+                 "available to this table")
+    import delta_sharing
+
+    with pytest.raises(Exception, match="is after the latest available version"):
+        delta_sharing.load_as_pandas(f"{profile}#tt.s.tt", timestamp=future)
+    # A time inside the history still travels.
+    from deltalake import DeltaTable
+
+    history = DeltaTable("s3://lake/tt/", storage_options=options).history()
+    latest_ms = max(entry["timestamp"] for entry in history)
+    at = datetime.datetime.fromtimestamp(latest_ms / 1000, datetime.timezone.utc)
+    travelled = post_query(f"{table}/query", headers,
+                           {"timestamp": at.isoformat(timespec="milliseconds")})
+    assert travelled.status_code == 200, travelled.text

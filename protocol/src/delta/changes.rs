@@ -314,7 +314,7 @@ fn resolve_blocking(
         Some(RangeBound::Version(version)) => Some(version),
         Some(RangeBound::Timestamp(timestamp)) => Some(
             tables
-                .snapshot_blocking(table, &VersionSelector::AsOfTimestamp(timestamp))?
+                .snapshot_blocking(table, &VersionSelector::UpToTimestamp(timestamp))?
                 .version,
         ),
     };

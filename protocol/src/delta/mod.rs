@@ -162,8 +162,12 @@ pub fn page_token_expired() -> SharingError {
 pub enum VersionSelector {
     Latest,
     Version(u64),
-    /// Latest commit at or before this time (ms since the epoch).
+    /// Latest commit at or before this time (ms since the epoch); a time after the latest
+    /// commit is refused, as Delta's time travel does.
     AsOfTimestamp(i64),
+    /// Latest commit at or before this time, the latest version for a time after it (the end
+    /// of a change feed, as Delta's change data reader takes it).
+    UpToTimestamp(i64),
 }
 
 impl DeltaTables {
@@ -494,7 +498,20 @@ impl DeltaTables {
             VersionSelector::Version(version) => {
                 self.version_blocking(&table.id, &url, engine.as_ref(), &latest, *version)?
             }
-            VersionSelector::AsOfTimestamp(timestamp) => {
+            VersionSelector::AsOfTimestamp(timestamp)
+            | VersionSelector::UpToTimestamp(timestamp) => {
+                if matches!(selector, VersionSelector::AsOfTimestamp(_)) {
+                    let latest_ms = latest.get_timestamp(engine.as_ref()).map_err(|error| {
+                        SharingError::internal(format!("latest commit time: {error}"))
+                    })?;
+                    if *timestamp > latest_ms {
+                        return Err(timestamp_after_latest_version(
+                            *timestamp,
+                            latest.version(),
+                            latest_ms,
+                        ));
+                    }
+                }
                 let commit = latest_version_as_of(
                     &latest,
                     engine.as_ref(),
@@ -539,11 +556,10 @@ impl DeltaTables {
             HistoryCommitType::Published,
         ) {
             Ok(commit) => Ok(commit.version),
-            Err(error) => {
-                let message = error.to_string();
+            Err(_) => {
                 let latest_ts = latest.get_timestamp(engine.as_ref()).unwrap_or(i64::MAX);
                 if timestamp > latest_ts {
-                    Err(timestamp_error(timestamp, &message))
+                    Err(timestamp_after_latest_commit(timestamp, latest_ts))
                 } else {
                     Ok(0)
                 }
@@ -602,7 +618,20 @@ impl DeltaTables {
         let version = match selector {
             VersionSelector::Latest => loaded.latest(),
             VersionSelector::Version(version) => loaded.resolve_version(*version)?,
-            VersionSelector::AsOfTimestamp(timestamp) => loaded.resolve_timestamp(*timestamp)?,
+            VersionSelector::AsOfTimestamp(timestamp) => {
+                let latest = loaded.latest();
+                match latest.timestamp_ms() {
+                    Some(latest_ms) if *timestamp > latest_ms => {
+                        return Err(timestamp_after_latest_version(
+                            *timestamp,
+                            latest.version,
+                            latest_ms,
+                        ))
+                    }
+                    _ => loaded.resolve_timestamp(*timestamp)?,
+                }
+            }
+            VersionSelector::UpToTimestamp(timestamp) => loaded.resolve_timestamp(*timestamp)?,
         };
         let metadata = loaded
             .delta_metadata(&version)
@@ -820,14 +849,38 @@ fn load_error(message: &str) -> SharingError {
 }
 
 fn timestamp_error(timestamp: i64, message: &str) -> SharingError {
-    let when = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(timestamp) * 1_000_000)
+    SharingError::invalid(format!(
+        "The provided timestamp ({}) is not within the table's history: {message}",
+        rfc3339(timestamp)
+    ))
+}
+
+/// Time travel past the latest commit, in the words of the reference server's kernel path.
+fn timestamp_after_latest_version(timestamp: i64, version: u64, latest_ms: i64) -> SharingError {
+    SharingError::invalid(format!(
+        "The provided timestamp {timestamp} ms ({}) is after the latest available version \
+         {version}. Please use a timestamp less than or equal to {latest_ms} ms ({}).",
+        rfc3339(timestamp),
+        rfc3339(latest_ms)
+    ))
+}
+
+/// A `startingTimestamp` past the latest commit, in Delta's words.
+fn timestamp_after_latest_commit(timestamp: i64, latest_ms: i64) -> SharingError {
+    let latest = rfc3339(latest_ms);
+    SharingError::invalid(format!(
+        "The provided timestamp ({}) is after the latest version available to this table \
+         ({latest}). Please use a timestamp before or at {latest}.",
+        rfc3339(timestamp)
+    ))
+}
+
+fn rfc3339(timestamp_ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(timestamp_ms) * 1_000_000)
         .ok()
         .and_then(|time| {
             time.format(&time::format_description::well_known::Rfc3339)
                 .ok()
         })
-        .unwrap_or_else(|| timestamp.to_string());
-    SharingError::invalid(format!(
-        "The provided timestamp ({when}) is not within the table's history: {message}"
-    ))
+        .unwrap_or_else(|| timestamp_ms.to_string())
 }
