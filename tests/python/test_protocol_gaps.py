@@ -349,3 +349,35 @@ def test_r12_timestamp_after_the_latest_commit_is_refused(node, tmp_path):
     travelled = post_query(f"{table}/query", headers,
                            {"timestamp": at.isoformat(timespec="milliseconds")})
     assert travelled.status_code == 200, travelled.text
+
+
+# ----- gap 4: maxResults=0 --------------------------------------------------------------------
+
+
+def test_r12_max_results_zero_lists_nothing_and_points_on(node, tmp_path):
+    server, cli = node
+    write_partitioned(server, "a/", parts=1)
+    profile = share_tables(cli, tmp_path, "zero", {"t1": "a/", "t2": "a/"})
+    endpoint, headers = bearer(profile)
+    for path, names in (
+        ("/shares", ["zero"]),
+        ("/shares/zero/schemas", ["s"]),
+        ("/shares/zero/schemas/s/tables", ["t1", "t2"]),
+        ("/shares/zero/all-tables", ["t1", "t2"]),
+    ):
+        empty = requests.get(f"{endpoint}{path}?maxResults=0", headers=headers, timeout=30)
+        assert empty.status_code == 200, empty.text
+        assert "\n" not in empty.text.strip()
+        body = empty.json()
+        assert body.get("items", []) == [] and body["nextPageToken"], (path, body)
+        # The token points where the empty page started: the next pages list everything.
+        seen, token = [], body["nextPageToken"]
+        while token:
+            page = requests.get(f"{endpoint}{path}", params={"maxResults": 1, "pageToken": token},
+                                headers=headers, timeout=30).json()
+            seen += [item["name"] for item in page.get("items", [])]
+            token = page.get("nextPageToken")
+        assert seen == names, path
+        again = requests.get(f"{endpoint}{path}", params={"maxResults": 0,
+                             "pageToken": body["nextPageToken"]}, headers=headers, timeout=30)
+        assert again.json().get("items", []) == [] and again.json()["nextPageToken"]
