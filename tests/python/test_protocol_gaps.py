@@ -14,6 +14,7 @@ import requests
 
 from test_sharing_delta import (  # noqa: F401 (node is a fixture)
     GOLDEN, assert_same_rows, bearer, direct_read, load, node, share_tables, upload_folder)
+from test_sharing_catalog import SHARING
 from test_sharing_pages import start_node, write_partitioned
 
 # `DeltaSharingUtils.SUPPORTED_READER_FEATURES` of Delta's Spark connector
@@ -381,3 +382,89 @@ def test_r12_max_results_zero_lists_nothing_and_points_on(node, tmp_path):
         again = requests.get(f"{endpoint}{path}", params={"maxResults": 0,
                              "pageToken": body["nextPageToken"]}, headers=headers, timeout=30)
         assert again.json().get("items", []) == [] and again.json()["nextPageToken"]
+
+
+# ----- gap 6: size and numFiles in metaData ----------------------------------------------------
+
+
+@pytest.mark.parametrize("response_format", ["parquet", "delta"])
+def test_r12_metadata_carries_size_and_file_count_when_known(node, tmp_path, response_format):
+    import pyarrow as pa
+    from deltalake import DeltaTable
+
+    server, cli = node
+    write_partitioned(server, "sized/", parts=6)
+    adds = pa.table(DeltaTable("s3://lake/sized/", storage_options=server.storage_options()
+                               ).get_add_actions(flatten=True)).to_pydict()
+    expected = {"size": sum(adds["size_bytes"]), "numFiles": len(adds["path"])}
+    profile = share_tables(cli, tmp_path, "sized", {"sized": "sized/"})
+    endpoint, headers = bearer(profile)
+    headers = {**headers, "delta-sharing-capabilities": f"responseformat={response_format}"}
+    table = f"{endpoint}/shares/sized/schemas/s/tables/sized"
+
+    def metadata_of(response: requests.Response) -> dict:
+        assert response.status_code == 200, response.text
+        return json.loads(response.text.splitlines()[1])["metaData"]
+
+    # Nothing is listed for /metadata: before any query the size is not known, so not sent.
+    cold = metadata_of(requests.get(f"{table}/metadata", headers=headers, timeout=30))
+    assert "size" not in cold and "numFiles" not in cold
+    metadata_of(requests.post(f"{table}/query", headers=headers, json={}, timeout=30))
+    warm = metadata_of(requests.get(f"{table}/metadata", headers=headers, timeout=30))
+    assert {key: warm[key] for key in expected} == expected
+    query = metadata_of(requests.post(f"{table}/query", headers=headers, json={}, timeout=30))
+    assert {key: query[key] for key in expected} == expected
+    # Pages leave it out: every page repeats the first page's line 2 byte for byte.
+    paged = metadata_of(requests.post(f"{table}/query", headers=headers, json={"maxFiles": 2},
+                                      timeout=30))
+    assert "size" not in paged
+    assert {key: value for key, value in warm.items() if key not in expected} == paged
+
+
+# ----- gap 7: tables without a Delta log ------------------------------------------------------
+
+
+def test_r12_a_path_without_a_delta_log_is_refused_at_share_time(node, tmp_path):
+    server, cli = node
+    server.s3_client().put_object(Bucket="lake", Key="empty/readme.txt", Body=b"no table here")
+    refused = cli.run("table", "share", "create", "local/nolog", "s", "t:delta:lake:empty/",
+                      check=False)
+    assert refused.returncode == 1, refused
+    assert "table 't': lake/empty/ is not a Delta table" in refused.stderr, refused.stderr
+    write_partitioned(server, "later/", parts=1)
+    cli.run("table", "share", "create", "local/nolog", "s", "t:delta:lake:later/")
+    added = cli.run("table", "share", "update", "local/nolog", "--add", "s:u:delta:lake:empty/",
+                    check=False)
+    assert added.returncode == 1 and "is not a Delta table" in added.stderr, added.stderr
+    assert [t["name"] for t in cli.json("table", "share", "info", "local/nolog")["share"][
+        "schemas"][0]["tables"]] == ["t"]
+
+
+def test_r12_an_unreadable_table_is_named_in_the_error(node, tmp_path):
+    server, cli = node
+    s3 = server.s3_client()
+    write_partitioned(server, "gone/", parts=2)
+    write_partitioned(server, "torn/", parts=2)
+    profile = share_tables(cli, tmp_path, "broken", {"gone": "gone/", "torn": "torn/"})
+    endpoint, headers = bearer(profile)
+    table = f"{endpoint}/shares/broken/schemas/s/tables"
+    # A commit that does not parse: the error names the table and says why.
+    s3.put_object(Bucket="lake", Key="torn/_delta_log/00000000000000000001.json",
+                  Body=b"{not json")
+    torn = post_query(f"{table}/torn/query", headers, {})
+    assert torn.status_code == 500, torn.text
+    assert torn.json()["errorCode"] == "INTERNAL_ERROR"
+    assert "table 'torn' cannot be read" in torn.json()["message"], torn.text
+    # A log deleted under the share: 404 naming the table, which clients do not retry.
+    listed = s3.list_objects_v2(Bucket="lake", Prefix="gone/_delta_log/")
+    for item in listed["Contents"]:
+        s3.delete_object(Bucket="lake", Key=item["Key"])
+    server.restart()
+    table = f"{server.endpoint}{SHARING}/shares/broken/schemas/s/tables"  # the port may change
+    for response in (
+        post_query(f"{table}/gone/query", headers, {}),
+        requests.get(f"{table}/gone/metadata", headers=headers, timeout=30),
+        requests.get(f"{table}/gone/version", headers=headers, timeout=30),
+    ):
+        assert_error(response, 404, "RESOURCE_DOES_NOT_EXIST",
+                     "table 'gone' has no readable Delta log at lake/gone/_delta_log/")

@@ -28,8 +28,10 @@ use delta_kernel::Engine;
 use delta_kernel_default_engine::executor::tokio::TokioMultiThreadExecutor;
 use delta_kernel_default_engine::executor::TaskExecutor;
 use delta_kernel_default_engine::DefaultEngine;
+use futures::TryStreamExt;
 use lakeshare_storage::object_store_view::NodeObjectStore;
 use lakeshare_storage::Node;
+use object_store::ObjectStore;
 use serde_json::Value;
 use url::Url;
 
@@ -39,6 +41,7 @@ use crate::delta::files::{
     full_order_id, iceberg_scan_rows, incremental_order_id, scan_active_files, ActiveFiles,
     ActiveFilesBuilder, BatchKept, FileRow, KeptPerFile, ICEBERG_BATCH_FILES,
 };
+use crate::delta::lines::TableSize;
 use crate::error::{ErrorKind, Result, SharingError};
 use crate::iceberg::{self, IcebergTable, TableVersion};
 use delta_kernel::arrow::array::RecordBatch;
@@ -114,6 +117,23 @@ pub enum SnapshotSource {
 }
 
 impl TableSnapshot {
+    /// The size of the version when it is known at no cost: from the version's checksum
+    /// (`.crc`) file the kernel read, or from `cached`, the version's cached file list.
+    pub fn known_size(&self, cached: Option<&ActiveFiles>) -> Option<TableSize> {
+        if let SnapshotSource::Delta(kernel) = &self.source {
+            if let Some(stats) = kernel.get_file_stats_if_present() {
+                return Some(TableSize {
+                    files_bytes: u64::try_from(stats.table_size_bytes()).ok()?,
+                    files: u64::try_from(stats.num_files()).ok()?,
+                });
+            }
+        }
+        cached.map(|files| TableSize {
+            files_bytes: files.files_bytes(),
+            files: files.len() as u64,
+        })
+    }
+
     /// The kernel snapshot of a Delta table.
     pub fn delta(&self) -> Result<&SnapshotRef> {
         match &self.source {
@@ -492,7 +512,7 @@ impl DeltaTables {
             .node
             .watch_folder(&bucket, &format!("{location}_delta_log/"));
         let log_writes_seen = log_writes.load(Ordering::Acquire);
-        let latest = self.latest_blocking(&table.id, &url, engine.as_ref())?;
+        let latest = self.latest_blocking(table, &url, engine.as_ref())?;
         let snapshot = match selector {
             VersionSelector::Latest => latest,
             VersionSelector::Version(version) => {
@@ -548,7 +568,7 @@ impl DeltaTables {
         let (bucket, location) = table_location(table)?;
         let engine = self.engine(&bucket);
         let url = table_url(&bucket, &location)?;
-        let latest = self.latest_blocking(&table.id, &url, engine.as_ref())?;
+        let latest = self.latest_blocking(table, &url, engine.as_ref())?;
         match first_version_after(
             &latest,
             engine.as_ref(),
@@ -683,10 +703,11 @@ impl DeltaTables {
 
     fn latest_blocking(
         &self,
-        table_id: &str,
+        table: &Table,
         url: &Url,
         engine: &dyn Engine,
     ) -> Result<SnapshotRef> {
+        let table_id = table.id.as_str();
         let cached = self
             .latest
             .lock()
@@ -698,7 +719,7 @@ impl DeltaTables {
             Some(previous) => Snapshot::builder_from(previous).build(engine),
             None => Snapshot::builder_for(url.as_str()).build(engine),
         }
-        .map_err(|error| load_error(&error.to_string()))?;
+        .map_err(|error| load_error(table, &error.to_string()))?;
         self.latest
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -840,12 +861,60 @@ fn table_error(table: &Table, error: SharingError) -> SharingError {
     }
 }
 
-fn load_error(message: &str) -> SharingError {
-    if message.contains("not found") || message.contains("No files in log segment") {
-        SharingError::internal(format!("the table's log cannot be read: {message}"))
+/// A Delta table's log cannot be loaded: a clear error naming the table, never a hidden
+/// internal one (clients would retry it for minutes). A log with no commit left is 404.
+fn load_error(table: &Table, message: &str) -> SharingError {
+    let location = format!(
+        "{}/{}_delta_log/",
+        table.bucket.as_deref().unwrap_or_default(),
+        table.location.as_deref().unwrap_or_default()
+    );
+    let missing = [
+        "not found",
+        "No files in log segment",
+        "No table version found",
+    ];
+    if missing.iter().any(|marker| message.contains(marker)) {
+        SharingError::not_found(format!(
+            "table '{}' has no readable Delta log at {location} (was it deleted or moved?): \
+             {message}",
+            table.name
+        ))
     } else {
-        SharingError::internal(format!("log replay failed: {message}"))
+        SharingError::new(
+            ErrorKind::TableUnreadable,
+            format!(
+                "table '{}' cannot be read: log replay of {location} failed: {message}",
+                table.name
+            ),
+        )
     }
+}
+
+/// Checks that `root` (a key prefix ending with `/`, or empty) holds a Delta table: its
+/// `_delta_log/` has a commit or a checkpoint. The listing stops at the first one.
+pub async fn find_delta_log(store: &dyn ObjectStore, root: &str) -> Result<()> {
+    let log = format!("{root}_delta_log/");
+    let prefix = object_store::path::Path::parse(&log)
+        .map_err(|error| SharingError::invalid(format!("'{log}' is not a usable key: {error}")))?;
+    let mut listing = store.list(Some(&prefix));
+    while let Some(object) = listing.try_next().await.map_err(iceberg::store_error)? {
+        if object.location.filename().is_some_and(is_log_entry) {
+            return Ok(());
+        }
+    }
+    Err(SharingError::not_found(format!(
+        "{log} holds no Delta commit or checkpoint"
+    )))
+}
+
+/// `NNNNNNNNNNNNNNNNNNNN.json` (a commit, or a compacted range) or a checkpoint part.
+fn is_log_entry(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    bytes.len() > 21
+        && bytes[..20].iter().all(u8::is_ascii_digit)
+        && bytes[20] == b'.'
+        && (name.ends_with(".json") || name.contains(".checkpoint"))
 }
 
 fn timestamp_error(timestamp: i64, message: &str) -> SharingError {

@@ -22,7 +22,7 @@ use crate::catalog::{SourceType, Table};
 use crate::delta::files::{ActiveFiles, FileRow, KeptPerFile};
 use crate::delta::line_buffers::LineBuffers;
 use crate::delta::lines::{
-    end_stream_line, metadata_line, protocol_line, FileIdHash, FileLineContext,
+    end_stream_line, metadata_line, protocol_line, set_table_size, FileIdHash, FileLineContext,
 };
 use crate::delta::{
     page_token_expired, DeltaTables, ListOrder, SnapshotSource, TableSnapshot, VersionSelector,
@@ -153,12 +153,13 @@ impl DeltaRoutes {
         let capabilities = capabilities(request.headers);
         let snapshot = self.resolve(request.table, selector).await?;
         let format = choose_format(&capabilities, &snapshot.needs)?;
+        let mut metadata = metadata_line(format, &snapshot, request.table.history_shared, None);
+        let cached = self.tables.cached_files(&snapshot);
+        set_table_size(&mut metadata, snapshot.known_size(cached.as_deref()));
         let mut body = String::new();
         body.push_str(&protocol_line(format, &snapshot).to_string());
         body.push('\n');
-        body.push_str(
-            &metadata_line(format, &snapshot, request.table.history_shared, None).to_string(),
-        );
+        body.push_str(&metadata.to_string());
         body.push('\n');
         Ok(ndjson_response(
             full_body(body),
@@ -259,7 +260,13 @@ impl DeltaRoutes {
         let mut head = String::new();
         head.push_str(&protocol_line(format, &snapshot).to_string());
         head.push('\n');
-        head.push_str(&metadata_line(format, &snapshot, history_shared, None).to_string());
+        let mut metadata = metadata_line(format, &snapshot, history_shared, None);
+        if paging.is_none() && page.is_none() {
+            // Only whole answers: every page must repeat the first page's lines 1 and 2 (the
+            // Spark connector compares them), and the first may come before the list exists.
+            set_table_size(&mut metadata, snapshot.known_size(cached.as_deref()));
+        }
+        head.push_str(&metadata.to_string());
         head.push('\n');
         let plan = StreamPlan {
             format,
