@@ -1,6 +1,6 @@
 //! Shared Delta tables read with `delta_kernel` through the storage node's `ObjectStore`
-//! view: snapshots (latest, by version, by timestamp), their protocol and metadata, and
-//! their active files.
+//! view: snapshots (latest, by version, by timestamp), their protocol and metadata, their
+//! active files, and the share-time check that a path holds a Delta log.
 //!
 //! `delta_kernel` handlers block, so every call into it runs on the replay pool
 //! (`spawn_blocking`), never on a core thread. Snapshots are cached per table and version;
@@ -175,6 +175,23 @@ impl ListOrder {
 /// A page token whose list order can no longer be served (the reference's wording).
 pub fn page_token_expired() -> SharingError {
     SharingError::invalid("The page token has expired")
+}
+
+/// Checks that `root` (a key prefix ending with `/`, or empty) holds a Delta table: its
+/// `_delta_log/` has a commit or a checkpoint. The listing stops at the first one.
+pub async fn find_delta_log(store: &dyn ObjectStore, root: &str) -> Result<()> {
+    let log = format!("{root}_delta_log/");
+    let prefix = object_store::path::Path::parse(&log)
+        .map_err(|error| SharingError::invalid(format!("'{log}' is not a usable key: {error}")))?;
+    let mut listing = store.list(Some(&prefix));
+    while let Some(object) = listing.try_next().await.map_err(iceberg::store_error)? {
+        if object.location.filename().is_some_and(is_log_entry) {
+            return Ok(());
+        }
+    }
+    Err(SharingError::not_found(format!(
+        "{log} holds no Delta commit or checkpoint"
+    )))
 }
 
 /// Which snapshot a request asks for.
@@ -891,23 +908,6 @@ fn load_error(table: &Table, message: &str) -> SharingError {
     }
 }
 
-/// Checks that `root` (a key prefix ending with `/`, or empty) holds a Delta table: its
-/// `_delta_log/` has a commit or a checkpoint. The listing stops at the first one.
-pub async fn find_delta_log(store: &dyn ObjectStore, root: &str) -> Result<()> {
-    let log = format!("{root}_delta_log/");
-    let prefix = object_store::path::Path::parse(&log)
-        .map_err(|error| SharingError::invalid(format!("'{log}' is not a usable key: {error}")))?;
-    let mut listing = store.list(Some(&prefix));
-    while let Some(object) = listing.try_next().await.map_err(iceberg::store_error)? {
-        if object.location.filename().is_some_and(is_log_entry) {
-            return Ok(());
-        }
-    }
-    Err(SharingError::not_found(format!(
-        "{log} holds no Delta commit or checkpoint"
-    )))
-}
-
 /// `NNNNNNNNNNNNNNNNNNNN.json` (a commit, or a compacted range) or a checkpoint part.
 fn is_log_entry(name: &str) -> bool {
     let bytes = name.as_bytes();
@@ -952,4 +952,29 @@ fn rfc3339(timestamp_ms: i64) -> String {
                 .ok()
         })
         .unwrap_or_else(|| timestamp_ms.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn r12_log_entries_are_commits_and_checkpoints() {
+        for name in [
+            "00000000000000000000.json",
+            "00000000000000000010.checkpoint.parquet",
+            "00000000000000000010.checkpoint.0000000001.0000000002.parquet",
+            "00000000000000000001.00000000000000000009.compacted.json",
+        ] {
+            assert!(is_log_entry(name), "{name}");
+        }
+        for name in [
+            "_last_checkpoint",
+            "00000000000000000000.crc",
+            "0.json",
+            "x.json",
+        ] {
+            assert!(!is_log_entry(name), "{name}");
+        }
+    }
 }
