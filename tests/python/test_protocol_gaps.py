@@ -468,3 +468,23 @@ def test_r12_an_unreadable_table_is_named_in_the_error(node, tmp_path):
     ):
         assert_error(response, 404, "RESOURCE_DOES_NOT_EXIST",
                      "table 'gone' has no readable Delta log at lake/gone/_delta_log/")
+
+
+@pytest.mark.skipif(not GOLDEN.is_dir(), reason=f"golden tables not found at {GOLDEN}")
+def test_r12_metadata_size_from_the_version_checksum(node, tmp_path):
+    """A version with a checksum file: its size is known before any file is listed."""
+    server, cli = node
+    s3 = server.s3_client()
+    folder = GOLDEN / "k__crc-full"
+    upload_folder(s3, folder, "crc/")  # (leaves Hadoop-style .crc files out)
+    s3.upload_file(str(folder / "_delta_log" / "00000000000000000000.crc"), "lake",
+                   "crc/_delta_log/00000000000000000000.crc")
+    profile = share_tables(cli, tmp_path, "crc", {"crc": "crc/"})
+    endpoint, headers = bearer(profile)
+    headers = {**headers, "delta-sharing-capabilities":
+               "responseformat=delta;readerfeatures=deletionvectors,columnmapping"}
+    response = requests.get(f"{endpoint}/shares/crc/schemas/s/tables/crc/metadata",
+                            headers=headers, timeout=30)
+    assert response.status_code == 200, response.text
+    metadata = json.loads(response.text.splitlines()[1])["metaData"]
+    assert (metadata.get("size"), metadata.get("numFiles")) == (5259, 10), metadata
