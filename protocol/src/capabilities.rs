@@ -1,10 +1,14 @@
 //! The `delta-sharing-capabilities` request header and the choice of response format.
 //!
 //! The header is `key=v1,v2;key2=v3`, compared case-insensitively; entries that are not
-//! exactly `k=v` are ignored. A single requested format is answered in exactly that format;
-//! for several, parquet when the table is plain reader version 1, delta otherwise (the
-//! reference server's rule). A table whose features the client did not announce is refused
-//! rather than served with wrong rows.
+//! exactly `k=v` are ignored. The choice follows the reference server: a table using column
+//! mapping or deletion vectors the client did not announce is refused ("Unsupported Delta
+//! Table Properties") rather than served with wrong rows; a client that announced no reader
+//! features reads the table as reader version 1 (nothing else changes what the rows are, so
+//! a `timestampNtz` or `v2Checkpoint` table is served in parquet). A single requested format
+//! is answered in exactly that format; for several, parquet when the effective reader
+//! version is 1, delta otherwise. The parquet format never carries column mapping or
+//! deletion vectors, whatever the client announced.
 
 use crate::error::{ErrorKind, Result, SharingError};
 
@@ -118,49 +122,52 @@ impl TableNeeds {
         }
     }
 
-    /// Plain enough for the parquet format.
-    pub fn parquet_readable(&self) -> bool {
-        self.min_reader_version <= 1 && !self.column_mapping && !self.deletion_vectors
+    /// Nothing the parquet format cannot express: no column mapping, no deletion vectors.
+    pub fn parquet_expressible(&self) -> bool {
+        !self.column_mapping && !self.deletion_vectors
     }
 }
 
 /// Chooses the response format, or refuses with the reference server's wording.
 pub fn choose_format(capabilities: &Capabilities, needs: &TableNeeds) -> Result<ResponseFormat> {
-    let format = match capabilities.formats.as_slice() {
-        [] => ResponseFormat::Parquet,
-        [single] => *single,
-        _ if needs.parquet_readable() => ResponseFormat::Parquet,
-        _ => ResponseFormat::Delta,
-    };
     let unsupported = |detail: String| {
         SharingError::new(
             ErrorKind::Unsupported,
             format!("Unsupported Delta Table Properties: {detail}"),
         )
     };
-    match format {
-        ResponseFormat::Parquet if !needs.parquet_readable() => Err(unsupported(format!(
-            "the table needs reader version {} with features [{}], which responseformat=parquet \
-             cannot express; ask for responseformat=delta",
-            needs.min_reader_version,
-            needs.reader_features.join(",")
-        ))),
-        ResponseFormat::Delta => {
-            for (needed, feature) in [
-                (needs.column_mapping, "columnMapping"),
-                (needs.deletion_vectors, "deletionVectors"),
-            ] {
-                if needed && !capabilities.has_reader_feature(feature) {
-                    return Err(unsupported(format!(
-                        "the table uses {feature}, which the client did not announce in \
-                         readerfeatures"
-                    )));
-                }
-            }
-            Ok(format)
+    for (needed, feature) in [
+        (needs.column_mapping, "columnMapping"),
+        (needs.deletion_vectors, "deletionVectors"),
+    ] {
+        if needed && !capabilities.has_reader_feature(feature) {
+            return Err(unsupported(format!(
+                "the table uses {feature}, which the client did not announce in readerfeatures \
+                 (responseformat=delta;readerfeatures={feature})"
+            )));
         }
-        ResponseFormat::Parquet => Ok(format),
     }
+    let effective_reader_version = if capabilities.reader_features.is_empty() {
+        1
+    } else {
+        needs.min_reader_version
+    };
+    let format = match capabilities.formats.as_slice() {
+        [] => ResponseFormat::Parquet,
+        [single] => *single,
+        _ if effective_reader_version <= 1 && needs.parquet_expressible() => {
+            ResponseFormat::Parquet
+        }
+        _ => ResponseFormat::Delta,
+    };
+    if format == ResponseFormat::Parquet && !needs.parquet_expressible() {
+        return Err(unsupported(format!(
+            "the table needs reader features [{}], which responseformat=parquet cannot \
+             express; ask for responseformat=delta",
+            needs.reader_features.join(",")
+        )));
+    }
+    Ok(format)
 }
 
 #[cfg(test)]
@@ -219,5 +226,46 @@ mod tests {
             ResponseFormat::Delta
         );
         assert!(choose_format(&delta_only, &dv).is_err());
+        let parquet_with_features = Capabilities::parse(Some(
+            "responseformat=parquet;readerfeatures=deletionvectors",
+        ));
+        assert!(choose_format(&parquet_with_features, &dv).is_err());
+    }
+
+    /// Issue 12: a reader-v3 table that needs nothing the parquet format cannot carry
+    /// (`timestampNtz`, `v2Checkpoint`) is served to parquet clients, as the reference does.
+    #[test]
+    fn r12_parquet_serves_reader_v3_tables_without_dv_or_column_mapping() {
+        let ntz = TableNeeds {
+            min_reader_version: 3,
+            reader_features: vec!["timestampNtz".into()],
+            ..Default::default()
+        };
+        for header in [
+            None,
+            Some("responseformat=parquet"),
+            Some("responseformat=parquet,delta"),
+        ] {
+            let capabilities = Capabilities::parse(header);
+            assert_eq!(
+                choose_format(&capabilities, &ntz).unwrap(),
+                ResponseFormat::Parquet,
+                "{header:?}"
+            );
+        }
+        let python = Capabilities::parse(Some(
+            "responseformat=delta,parquet;readerfeatures=deletionvectors,columnmapping,\
+             timestampntz",
+        ));
+        assert_eq!(choose_format(&python, &ntz).unwrap(), ResponseFormat::Delta);
+        let mapped = TableNeeds {
+            column_mapping: true,
+            ..ntz.clone()
+        };
+        let error = choose_format(&Capabilities::default(), &mapped).unwrap_err();
+        assert_eq!(error.kind, ErrorKind::Unsupported);
+        assert!(error
+            .message
+            .starts_with("Unsupported Delta Table Properties"));
     }
 }

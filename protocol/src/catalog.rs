@@ -515,20 +515,28 @@ impl Catalog {
                 }
             }
         }
-        for table in new_tables
-            .iter()
-            .filter(|table| table.source_type == SourceType::Iceberg)
-        {
+        for table in &new_tables {
             if let (Some(bucket), Some(location)) = (&table.bucket, &table.location) {
                 let store = NodeObjectStore::new(self.node.clone(), bucket.clone());
-                crate::iceberg::find_metadata_key(&store, location)
-                    .await
-                    .map_err(|error| {
-                        SharingError::invalid(format!(
-                            "table '{}': {bucket}/{location} is not an Iceberg table: {}",
-                            table.name, error.message
-                        ))
-                    })?;
+                let (found, format) = match table.source_type {
+                    SourceType::Iceberg => (
+                        crate::iceberg::find_metadata_key(&store, location)
+                            .await
+                            .map(drop),
+                        "an Iceberg",
+                    ),
+                    SourceType::Delta => (
+                        crate::delta::find_delta_log(&store, location).await,
+                        "a Delta",
+                    ),
+                    SourceType::Uniform => continue,
+                };
+                found.map_err(|error| {
+                    SharingError::invalid(format!(
+                        "table '{}': {bucket}/{location} is not {format} table: {}",
+                        table.name, error.message
+                    ))
+                })?;
             }
         }
         Ok(schemas)

@@ -30,7 +30,8 @@ pub enum ErrorKind {
     /// 500 `INTERNAL_ERROR`: the message is logged, never sent.
     Internal,
     /// 500 `INTERNAL_ERROR` with its message: one table's own files are broken (its
-    /// metadata does not parse, a manifest is missing); the message names the file.
+    /// metadata or a commit does not parse, a manifest is missing); the message names the
+    /// table and the file.
     TableUnreadable,
     /// 503 `TEMPORARILY_UNAVAILABLE`: storage quorum lost; clients retry.
     Unavailable,

@@ -274,7 +274,9 @@ impl SharingService {
             page.push(item);
         }
         let mut body = json!({ "items": page });
-        if let (true, Some(after)) = (more, last_key) {
+        if more {
+            // An empty page (`maxResults=0`) points where this one started.
+            let after = last_key.or(after).unwrap_or_default();
             let next = PagePosition { after, ..expected };
             body["nextPageToken"] = Value::String(encode_page_token(snapshot.secret(), &next));
         }
@@ -347,11 +349,7 @@ fn max_results(query: &[(String, String)]) -> Result<usize> {
              (Default: {MAX_RESULTS_DEFAULT})"
         )));
     }
-    Ok(if value == 0 {
-        MAX_RESULTS_DEFAULT
-    } else {
-        value as usize
-    })
+    Ok(value as usize)
 }
 
 fn position(kind: &str, share_id: &str, schema_key: &str) -> PagePosition {
@@ -414,6 +412,7 @@ mod tests {
         let query = |value: &str| vec![("maxResults".to_string(), value.to_string())];
         assert_eq!(max_results(&[]).unwrap(), 500);
         assert_eq!(max_results(&query("7")).unwrap(), 7);
+        assert_eq!(max_results(&query("0")).unwrap(), 0);
         assert!(max_results(&query("501")).is_err());
         assert!(max_results(&query("-1")).is_err());
         assert!(max_results(&query("x3"))

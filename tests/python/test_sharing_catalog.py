@@ -76,6 +76,23 @@ def write_employees(server) -> None:
     )
 
 
+def write_delta_logs(server, bucket: str, *locations: str) -> None:
+    """A one-commit Delta log (an empty table) at each location: shares check for one."""
+    schema = {"type": "struct", "fields": [
+        {"name": "n", "type": "long", "nullable": True, "metadata": {}}]}
+    commit = "\n".join(json.dumps(action) for action in (
+        {"protocol": {"minReaderVersion": 1, "minWriterVersion": 2}},
+        {"metaData": {"id": "5e1f0c2a-0000-4000-8000-000000000001",
+                      "format": {"provider": "parquet", "options": {}},
+                      "schemaString": json.dumps(schema), "partitionColumns": [],
+                      "configuration": {}, "createdTime": 1700000000000}},
+    )).encode()
+    s3 = server.s3_client()
+    for location in locations:
+        s3.put_object(Bucket=bucket, Key=f"{location}_delta_log/00000000000000000000.json",
+                      Body=commit)
+
+
 def test_alias_config_is_private(node):
     server, cli = node
     config = cli.home / ".lakeshare" / "config.json"
@@ -121,12 +138,13 @@ def test_quickstart_steps_2_to_4(node, tmp_path):
 def test_pagination_over_1200_tables(node):
     server, cli = node
     server.s3_client().create_bucket(Bucket="lake")
+    write_delta_logs(server, "lake", "one/")
     schemas = [
         {
             "name": f"schema{s:02d}",
             "tables": [
                 {"name": f"t{t:02d}", "sourceType": "delta", "bucket": "lake",
-                 "location": f"s{s}/t{t}/"}
+                 "location": "one/"}
                 for t in range(30)
             ],
         }
@@ -181,6 +199,7 @@ def test_pagination_over_1200_tables(node):
 def test_token_lifecycle_and_isolation(node):
     server, cli = node
     server.s3_client().create_bucket(Bucket="lake")
+    write_delta_logs(server, "lake", "a/", "b/")
     cli.run("table", "share", "create", "local/share-a", "s", "t:delta:lake:a/")
     cli.run("table", "share", "create", "local/share-b", "s", "t:delta:lake:b/")
     token_a = cli.json("table", "share", "token", "create", "local/share-a")
@@ -237,6 +256,7 @@ def test_token_lifecycle_and_isolation(node):
 def test_state_survives_restart_and_is_hashed_on_disk(node):
     server, cli = node
     server.s3_client().create_bucket(Bucket="lake")
+    write_delta_logs(server, "lake", "t/")
     cli.run("table", "share", "create", "local/keep", "s", "t:delta:lake:t/", "--description", "d")
     created = cli.json("table", "share", "token", "create", "local/keep")
     server.restart()
@@ -276,6 +296,13 @@ def test_bad_input_is_refused_and_nothing_is_stored(node):
     result = cli.run("table", "share", "create", "local/bad", "s", "t:delta:missing-bucket:x/",
                      check=False)
     assert result.returncode == 1 and "does not exist" in result.stderr
+    # Issue 12: a path without a Delta log is refused at share time, as an Iceberg path is.
+    result = cli.run("table", "share", "create", "local/bad", "s", "t:delta:lake:x/",
+                     check=False)
+    assert result.returncode == 1, result
+    assert "table 't': lake/x/ is not a Delta table" in result.stderr, result.stderr
+    assert "x/_delta_log/ holds no Delta commit or checkpoint" in result.stderr, result.stderr
+    write_delta_logs(server, "lake", "x/", "a/", "b/")
     cli.run("table", "share", "create", "local/ok", "s", "t:delta:lake:x/")
     dup = cli.run("table", "share", "create", "local/OK", "s", "t:delta:lake:x/", check=False)
     assert dup.returncode == 1 and "already exists" in dup.stderr
@@ -310,6 +337,7 @@ def test_bad_input_is_refused_and_nothing_is_stored(node):
 def test_update_adds_and_removes_tables(node):
     server, cli = node
     server.s3_client().create_bucket(Bucket="lake")
+    write_delta_logs(server, "lake", "employees/", "sales/", "ledger/")
     cli.run("table", "share", "create", "local/grow", "HR", "employees:delta:lake:employees/")
     token = cli.json("table", "share", "token", "create", "local/grow")["token"]
     before = cli.json("table", "share", "info", "local/grow")["share"]

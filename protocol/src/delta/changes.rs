@@ -314,7 +314,7 @@ fn resolve_blocking(
         Some(RangeBound::Version(version)) => Some(version),
         Some(RangeBound::Timestamp(timestamp)) => Some(
             tables
-                .snapshot_blocking(table, &VersionSelector::AsOfTimestamp(timestamp))?
+                .snapshot_blocking(table, &VersionSelector::UpToTimestamp(timestamp))?
                 .version,
         ),
     };
@@ -476,18 +476,23 @@ fn iceberg_commits(
 }
 
 /// Parquet-format streaming readers cannot follow a table whose reader version rises inside
-/// the range.
+/// the range: 400 `UNSUPPORTED_OPERATION` in the reference server's words.
 fn check_reader_version_in_range(feed: &Feed) -> Result<()> {
     for commit in &feed.commits {
         for action in &commit.actions {
-            let reader_version = action["protocol"]["minReaderVersion"].as_i64();
+            let protocol = &action["protocol"];
+            let reader_version = protocol["minReaderVersion"].as_i64();
             if let Some(reader_version) = reader_version.filter(|version| *version > 1) {
-                return Err(SharingError::invalid(format!(
-                    "Unsupported reader version {reader_version} at table version {}: the \
-                     parquet response format needs minReaderVersion 1; ask for \
-                     responseformat=delta",
-                    commit.version
-                )));
+                let writer_version = protocol["minWriterVersion"].as_i64().unwrap_or(0);
+                return Err(SharingError::new(
+                    ErrorKind::Unsupported,
+                    format!(
+                        "Delta protocol version ({reader_version},{writer_version}) is too new \
+                         for this version of Delta Sharing's parquet response format (reader \
+                         version 1), at table version {}; ask for responseformat=delta",
+                        commit.version
+                    ),
+                ));
             }
         }
     }

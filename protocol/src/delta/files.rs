@@ -16,8 +16,8 @@ use delta_kernel::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Int32Array, Int64Array, MapArray, MapBuilder,
     RecordBatch, StringBuilder, StructArray,
 };
-use delta_kernel::arrow::compute::filter_record_batch;
-use delta_kernel::arrow::datatypes::Fields;
+use delta_kernel::arrow::compute::{filter_record_batch, sum};
+use delta_kernel::arrow::datatypes::{Fields, Int64Type};
 use delta_kernel::engine::arrow_data::ArrowEngineData;
 use delta_kernel::scan::ScanMetadata;
 use delta_kernel::{Engine, EngineData};
@@ -93,6 +93,8 @@ pub struct ActiveFiles {
     /// (counted in `bytes` from the start).
     url_signatures: Vec<Mutex<Option<Arc<BatchSignatures>>>>,
     len: usize,
+    /// Sum of the files' `size` (the table's size at the version).
+    files_bytes: u64,
     bytes: usize,
 }
 
@@ -112,6 +114,11 @@ impl ActiveFiles {
 
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// The total size of the files, in bytes.
+    pub fn files_bytes(&self) -> u64 {
+        self.files_bytes
     }
 
     /// Memory held by the list's arrow buffers.
@@ -325,6 +332,7 @@ impl ActiveFilesBuilder {
                 id_digests: Vec::new(),
                 url_signatures: Vec::new(),
                 len: 0,
+                files_bytes: 0,
                 bytes: 0,
             },
             bytes_max,
@@ -394,6 +402,7 @@ impl ActiveFilesBuilder {
                 self.files.url_signatures = Vec::new();
             } else {
                 self.files.bytes += bytes;
+                self.files.files_bytes += batch_files_bytes(&batch);
                 self.files.batch_starts.push(self.files.len);
                 self.files.batches.push(batch);
                 self.files.id_digests.push(Default::default());
@@ -408,6 +417,16 @@ impl ActiveFilesBuilder {
     pub fn finish(self) -> Option<ActiveFiles> {
         (!self.over_budget).then_some(self.files)
     }
+}
+
+/// The summed `size` column of a scan-row batch (0 for a batch without one, which
+/// `ScanColumns` refuses when the batch is read).
+fn batch_files_bytes(batch: &RecordBatch) -> u64 {
+    batch
+        .column_by_name("size")
+        .and_then(|column| column.as_primitive_opt::<Int64Type>())
+        .and_then(sum)
+        .map_or(0, |total| total.max(0) as u64)
 }
 
 /// The order id of a full replay of `version`.
@@ -809,6 +828,13 @@ mod tests {
         let mut builder = ActiveFilesBuilder::new(3, full_order_id(3), 1 << 20);
         assert!(builder.push(iceberg_scan_rows(&files, "t/", 0).unwrap()));
         builder.finish().unwrap()
+    }
+
+    /// Issue 12: a kept list knows the version's size for `metaData` at no cost.
+    #[test]
+    fn r12_a_list_sums_its_files_sizes() {
+        let list = list_of(&["a.parquet", "bb.parquet", "ccc.parquet"]);
+        assert_eq!((list.len(), list.files_bytes()), (3, 3));
     }
 
     /// A file's id digest and its URL signature with the instant it names.

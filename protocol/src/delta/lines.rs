@@ -167,6 +167,22 @@ pub fn metadata_line(
     line
 }
 
+/// The size of a table version, sent in `metaData` (`size`, `numFiles`) when it is known
+/// without listing the files again; Spark plans with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TableSize {
+    pub files_bytes: u64,
+    pub files: u64,
+}
+
+/// Adds `size` and `numFiles` to a `metadata_line`, in either format.
+pub fn set_table_size(line: &mut Value, size: Option<TableSize>) {
+    if let Some(size) = size {
+        line["metaData"]["size"] = json!(size.files_bytes);
+        line["metaData"]["numFiles"] = json!(size.files);
+    }
+}
+
 /// Everything a file line needs besides the file.
 pub struct FileLineContext<'a> {
     pub format: ResponseFormat,

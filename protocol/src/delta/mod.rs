@@ -1,6 +1,6 @@
 //! Shared Delta tables read with `delta_kernel` through the storage node's `ObjectStore`
-//! view: snapshots (latest, by version, by timestamp), their protocol and metadata, and
-//! their active files.
+//! view: snapshots (latest, by version, by timestamp), their protocol and metadata, their
+//! active files, and the share-time check that a path holds a Delta log.
 //!
 //! `delta_kernel` handlers block, so every call into it runs on the replay pool
 //! (`spawn_blocking`), never on a core thread. Snapshots are cached per table and version;
@@ -28,8 +28,10 @@ use delta_kernel::Engine;
 use delta_kernel_default_engine::executor::tokio::TokioMultiThreadExecutor;
 use delta_kernel_default_engine::executor::TaskExecutor;
 use delta_kernel_default_engine::DefaultEngine;
+use futures::TryStreamExt;
 use lakeshare_storage::object_store_view::NodeObjectStore;
 use lakeshare_storage::Node;
+use object_store::ObjectStore;
 use serde_json::Value;
 use url::Url;
 
@@ -39,6 +41,7 @@ use crate::delta::files::{
     full_order_id, iceberg_scan_rows, incremental_order_id, scan_active_files, ActiveFiles,
     ActiveFilesBuilder, BatchKept, FileRow, KeptPerFile, ICEBERG_BATCH_FILES,
 };
+use crate::delta::lines::TableSize;
 use crate::error::{ErrorKind, Result, SharingError};
 use crate::iceberg::{self, IcebergTable, TableVersion};
 use delta_kernel::arrow::array::RecordBatch;
@@ -114,6 +117,23 @@ pub enum SnapshotSource {
 }
 
 impl TableSnapshot {
+    /// The size of the version when it is known at no cost: from the version's checksum
+    /// (`.crc`) file the kernel read, or from `cached`, the version's cached file list.
+    pub fn known_size(&self, cached: Option<&ActiveFiles>) -> Option<TableSize> {
+        if let SnapshotSource::Delta(kernel) = &self.source {
+            if let Some(stats) = kernel.get_file_stats_if_present() {
+                return Some(TableSize {
+                    files_bytes: u64::try_from(stats.table_size_bytes()).ok()?,
+                    files: u64::try_from(stats.num_files()).ok()?,
+                });
+            }
+        }
+        cached.map(|files| TableSize {
+            files_bytes: files.files_bytes(),
+            files: files.len() as u64,
+        })
+    }
+
     /// The kernel snapshot of a Delta table.
     pub fn delta(&self) -> Result<&SnapshotRef> {
         match &self.source {
@@ -157,13 +177,34 @@ pub fn page_token_expired() -> SharingError {
     SharingError::invalid("The page token has expired")
 }
 
+/// Checks that `root` (a key prefix ending with `/`, or empty) holds a Delta table: its
+/// `_delta_log/` has a commit or a checkpoint. The listing stops at the first one.
+pub async fn find_delta_log(store: &dyn ObjectStore, root: &str) -> Result<()> {
+    let log = format!("{root}_delta_log/");
+    let prefix = object_store::path::Path::parse(&log)
+        .map_err(|error| SharingError::invalid(format!("'{log}' is not a usable key: {error}")))?;
+    let mut listing = store.list(Some(&prefix));
+    while let Some(object) = listing.try_next().await.map_err(iceberg::store_error)? {
+        if object.location.filename().is_some_and(is_log_entry) {
+            return Ok(());
+        }
+    }
+    Err(SharingError::not_found(format!(
+        "{log} holds no Delta commit or checkpoint"
+    )))
+}
+
 /// Which snapshot a request asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum VersionSelector {
     Latest,
     Version(u64),
-    /// Latest commit at or before this time (ms since the epoch).
+    /// Latest commit at or before this time (ms since the epoch); a time after the latest
+    /// commit is refused, as Delta's time travel does.
     AsOfTimestamp(i64),
+    /// Latest commit at or before this time, the latest version for a time after it (the end
+    /// of a change feed, as Delta's change data reader takes it).
+    UpToTimestamp(i64),
 }
 
 impl DeltaTables {
@@ -488,13 +529,26 @@ impl DeltaTables {
             .node
             .watch_folder(&bucket, &format!("{location}_delta_log/"));
         let log_writes_seen = log_writes.load(Ordering::Acquire);
-        let latest = self.latest_blocking(&table.id, &url, engine.as_ref())?;
+        let latest = self.latest_blocking(table, &url, engine.as_ref())?;
         let snapshot = match selector {
             VersionSelector::Latest => latest,
             VersionSelector::Version(version) => {
                 self.version_blocking(&table.id, &url, engine.as_ref(), &latest, *version)?
             }
-            VersionSelector::AsOfTimestamp(timestamp) => {
+            VersionSelector::AsOfTimestamp(timestamp)
+            | VersionSelector::UpToTimestamp(timestamp) => {
+                if matches!(selector, VersionSelector::AsOfTimestamp(_)) {
+                    let latest_ms = latest.get_timestamp(engine.as_ref()).map_err(|error| {
+                        SharingError::internal(format!("latest commit time: {error}"))
+                    })?;
+                    if *timestamp > latest_ms {
+                        return Err(timestamp_after_latest_version(
+                            *timestamp,
+                            latest.version(),
+                            latest_ms,
+                        ));
+                    }
+                }
                 let commit = latest_version_as_of(
                     &latest,
                     engine.as_ref(),
@@ -531,7 +585,7 @@ impl DeltaTables {
         let (bucket, location) = table_location(table)?;
         let engine = self.engine(&bucket);
         let url = table_url(&bucket, &location)?;
-        let latest = self.latest_blocking(&table.id, &url, engine.as_ref())?;
+        let latest = self.latest_blocking(table, &url, engine.as_ref())?;
         match first_version_after(
             &latest,
             engine.as_ref(),
@@ -539,11 +593,10 @@ impl DeltaTables {
             HistoryCommitType::Published,
         ) {
             Ok(commit) => Ok(commit.version),
-            Err(error) => {
-                let message = error.to_string();
+            Err(_) => {
                 let latest_ts = latest.get_timestamp(engine.as_ref()).unwrap_or(i64::MAX);
                 if timestamp > latest_ts {
-                    Err(timestamp_error(timestamp, &message))
+                    Err(timestamp_after_latest_commit(timestamp, latest_ts))
                 } else {
                     Ok(0)
                 }
@@ -602,7 +655,20 @@ impl DeltaTables {
         let version = match selector {
             VersionSelector::Latest => loaded.latest(),
             VersionSelector::Version(version) => loaded.resolve_version(*version)?,
-            VersionSelector::AsOfTimestamp(timestamp) => loaded.resolve_timestamp(*timestamp)?,
+            VersionSelector::AsOfTimestamp(timestamp) => {
+                let latest = loaded.latest();
+                match latest.timestamp_ms() {
+                    Some(latest_ms) if *timestamp > latest_ms => {
+                        return Err(timestamp_after_latest_version(
+                            *timestamp,
+                            latest.version,
+                            latest_ms,
+                        ))
+                    }
+                    _ => loaded.resolve_timestamp(*timestamp)?,
+                }
+            }
+            VersionSelector::UpToTimestamp(timestamp) => loaded.resolve_timestamp(*timestamp)?,
         };
         let metadata = loaded
             .delta_metadata(&version)
@@ -654,10 +720,11 @@ impl DeltaTables {
 
     fn latest_blocking(
         &self,
-        table_id: &str,
+        table: &Table,
         url: &Url,
         engine: &dyn Engine,
     ) -> Result<SnapshotRef> {
+        let table_id = table.id.as_str();
         let cached = self
             .latest
             .lock()
@@ -669,7 +736,7 @@ impl DeltaTables {
             Some(previous) => Snapshot::builder_from(previous).build(engine),
             None => Snapshot::builder_for(url.as_str()).build(engine),
         }
-        .map_err(|error| load_error(&error.to_string()))?;
+        .map_err(|error| load_error(table, &error.to_string()))?;
         self.latest
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -811,23 +878,103 @@ fn table_error(table: &Table, error: SharingError) -> SharingError {
     }
 }
 
-fn load_error(message: &str) -> SharingError {
-    if message.contains("not found") || message.contains("No files in log segment") {
-        SharingError::internal(format!("the table's log cannot be read: {message}"))
+/// A Delta table's log cannot be loaded: a clear error naming the table, never a hidden
+/// internal one (clients would retry it for minutes). A log with no commit left is 404.
+fn load_error(table: &Table, message: &str) -> SharingError {
+    let location = format!(
+        "{}/{}_delta_log/",
+        table.bucket.as_deref().unwrap_or_default(),
+        table.location.as_deref().unwrap_or_default()
+    );
+    let missing = [
+        "not found",
+        "No files in log segment",
+        "No table version found",
+    ];
+    if missing.iter().any(|marker| message.contains(marker)) {
+        SharingError::not_found(format!(
+            "table '{}' has no readable Delta log at {location} (was it deleted or moved?): \
+             {message}",
+            table.name
+        ))
     } else {
-        SharingError::internal(format!("log replay failed: {message}"))
+        SharingError::new(
+            ErrorKind::TableUnreadable,
+            format!(
+                "table '{}' cannot be read: log replay of {location} failed: {message}",
+                table.name
+            ),
+        )
     }
 }
 
+/// `NNNNNNNNNNNNNNNNNNNN.json` (a commit, or a compacted range) or a checkpoint part.
+fn is_log_entry(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    bytes.len() > 21
+        && bytes[..20].iter().all(u8::is_ascii_digit)
+        && bytes[20] == b'.'
+        && (name.ends_with(".json") || name.contains(".checkpoint"))
+}
+
 fn timestamp_error(timestamp: i64, message: &str) -> SharingError {
-    let when = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(timestamp) * 1_000_000)
+    SharingError::invalid(format!(
+        "The provided timestamp ({}) is not within the table's history: {message}",
+        rfc3339(timestamp)
+    ))
+}
+
+/// Time travel past the latest commit, in the words of the reference server's kernel path.
+fn timestamp_after_latest_version(timestamp: i64, version: u64, latest_ms: i64) -> SharingError {
+    SharingError::invalid(format!(
+        "The provided timestamp {timestamp} ms ({}) is after the latest available version \
+         {version}. Please use a timestamp less than or equal to {latest_ms} ms ({}).",
+        rfc3339(timestamp),
+        rfc3339(latest_ms)
+    ))
+}
+
+/// A `startingTimestamp` past the latest commit, in Delta's words.
+fn timestamp_after_latest_commit(timestamp: i64, latest_ms: i64) -> SharingError {
+    let latest = rfc3339(latest_ms);
+    SharingError::invalid(format!(
+        "The provided timestamp ({}) is after the latest version available to this table \
+         ({latest}). Please use a timestamp before or at {latest}.",
+        rfc3339(timestamp)
+    ))
+}
+
+fn rfc3339(timestamp_ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(timestamp_ms) * 1_000_000)
         .ok()
         .and_then(|time| {
             time.format(&time::format_description::well_known::Rfc3339)
                 .ok()
         })
-        .unwrap_or_else(|| timestamp.to_string());
-    SharingError::invalid(format!(
-        "The provided timestamp ({when}) is not within the table's history: {message}"
-    ))
+        .unwrap_or_else(|| timestamp_ms.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn r12_log_entries_are_commits_and_checkpoints() {
+        for name in [
+            "00000000000000000000.json",
+            "00000000000000000010.checkpoint.parquet",
+            "00000000000000000010.checkpoint.0000000001.0000000002.parquet",
+            "00000000000000000001.00000000000000000009.compacted.json",
+        ] {
+            assert!(is_log_entry(name), "{name}");
+        }
+        for name in [
+            "_last_checkpoint",
+            "00000000000000000000.crc",
+            "0.json",
+            "x.json",
+        ] {
+            assert!(!is_log_entry(name), "{name}");
+        }
+    }
 }

@@ -22,7 +22,7 @@ use crate::catalog::{SourceType, Table};
 use crate::delta::files::{ActiveFiles, FileRow, KeptPerFile};
 use crate::delta::line_buffers::LineBuffers;
 use crate::delta::lines::{
-    end_stream_line, metadata_line, protocol_line, FileIdHash, FileLineContext,
+    end_stream_line, metadata_line, protocol_line, set_table_size, FileIdHash, FileLineContext,
 };
 use crate::delta::{
     page_token_expired, DeltaTables, ListOrder, SnapshotSource, TableSnapshot, VersionSelector,
@@ -153,12 +153,13 @@ impl DeltaRoutes {
         let capabilities = capabilities(request.headers);
         let snapshot = self.resolve(request.table, selector).await?;
         let format = choose_format(&capabilities, &snapshot.needs)?;
+        let mut metadata = metadata_line(format, &snapshot, request.table.history_shared, None);
+        let cached = self.tables.cached_files(&snapshot);
+        set_table_size(&mut metadata, snapshot.known_size(cached.as_deref()));
         let mut body = String::new();
         body.push_str(&protocol_line(format, &snapshot).to_string());
         body.push('\n');
-        body.push_str(
-            &metadata_line(format, &snapshot, request.table.history_shared, None).to_string(),
-        );
+        body.push_str(&metadata.to_string());
         body.push('\n');
         Ok(ndjson_response(
             full_body(body),
@@ -175,12 +176,8 @@ impl DeltaRoutes {
         body: Bytes,
     ) -> Result<Response<ResponseBody>> {
         let query = QueryRequest::parse(&body)?;
-        let selector = query.selector()?;
-        if selector != VersionSelector::Latest {
-            request.require_history()?;
-        }
+        let selector = query.selector(|| request.require_history())?;
         if let Some(starting_version) = query.starting_version {
-            request.require_history()?;
             return self
                 .streaming_query(
                     request,
@@ -196,7 +193,7 @@ impl DeltaRoutes {
             None => None,
         };
         let history_shared = request.table.history_shared;
-        let parameters_checksum = query.parameters_checksum(&capabilities);
+        let parameters_checksum = query.parameters_checksum();
         let page = match &query.page_token {
             Some(token) => {
                 Some(self.open_page_token(token, request.table, &parameters_checksum)?)
@@ -263,7 +260,13 @@ impl DeltaRoutes {
         let mut head = String::new();
         head.push_str(&protocol_line(format, &snapshot).to_string());
         head.push('\n');
-        head.push_str(&metadata_line(format, &snapshot, history_shared, None).to_string());
+        let mut metadata = metadata_line(format, &snapshot, history_shared, None);
+        if paging.is_none() && page.is_none() {
+            // Only whole answers: every page must repeat the first page's lines 1 and 2 (the
+            // Spark connector compares them), and the first may come before the list exists.
+            set_table_size(&mut metadata, snapshot.known_size(cached.as_deref()));
+        }
+        head.push_str(&metadata.to_string());
         head.push('\n');
         let plan = StreamPlan {
             format,
@@ -1009,10 +1012,11 @@ impl QueryRequest {
         Ok(request)
     }
 
-    /// A digest of the parameters every page of a query must repeat (everything but
-    /// `maxFiles`, `pageToken` and the refresh and idempotency fields), and the response
-    /// format the client accepts.
-    fn parameters_checksum(&self, capabilities: &Capabilities) -> String {
+    /// A digest of the body parameters every page of a query must repeat: the reference
+    /// server's set (everything but `maxFiles`, `pageToken` and the refresh and idempotency
+    /// fields). The capabilities header is not part of it: the Spark connector asks for
+    /// `includeendstreamaction` on later pages only.
+    fn parameters_checksum(&self) -> String {
         let parameters = serde_json::json!([
             self.predicate_hints,
             self.json_predicate_hints,
@@ -1021,14 +1025,19 @@ impl QueryRequest {
             self.timestamp,
             self.starting_version,
             self.ending_version,
-            format!("{capabilities:?}"),
+            self.include_historical_protocol,
         ]);
         let digest = ring::digest::digest(&ring::digest::SHA256, parameters.to_string().as_bytes());
         hex::encode(&digest.as_ref()[..16])
     }
 
-    /// The snapshot asked for, after the reference server's parameter checks.
-    pub fn selector(&self) -> Result<VersionSelector> {
+    /// The snapshot asked for, after the reference server's parameter checks; a request for
+    /// a version, a timestamp or a range calls `require_history` before its timestamp is
+    /// parsed (a table without shared history refuses even a malformed timestamp so).
+    pub fn selector(
+        &self,
+        require_history: impl FnOnce() -> Result<()>,
+    ) -> Result<VersionSelector> {
         let given = [
             self.version.is_some(),
             self.timestamp.is_some(),
@@ -1039,17 +1048,21 @@ impl QueryRequest {
                 "Please only provide one of: version,timestamp,startingVersion",
             ));
         }
-        if (self.version.is_some() || self.timestamp.is_some() || self.starting_version.is_some())
-            && (self.include_refresh_token || self.refresh_token.is_some())
-        {
-            return Err(SharingError::invalid(
-                "includeRefreshToken cannot be used when querying a specific version",
-            ));
-        }
-        if self.page_token.is_some() && self.include_refresh_token {
-            return Err(SharingError::invalid(
-                "includeRefreshToken must be used in the first page request",
-            ));
+        let specific_version = given.iter().any(|given| *given);
+        for (asked, field) in [
+            (self.include_refresh_token, "includeRefreshToken"),
+            (self.refresh_token.is_some(), "refreshToken"),
+        ] {
+            if asked && specific_version {
+                return Err(SharingError::invalid(format!(
+                    "{field} cannot be used when querying a specific version."
+                )));
+            }
+            if asked && self.page_token.is_some() {
+                return Err(SharingError::invalid(format!(
+                    "{field} must be used in the first page request."
+                )));
+            }
         }
         if let Some(max_files) = self.max_files {
             if max_files <= 0 {
@@ -1065,6 +1078,11 @@ impl QueryRequest {
             if version < 0 {
                 return Err(SharingError::invalid("table version cannot be negative"));
             }
+        }
+        if specific_version {
+            require_history()?;
+        }
+        if let Some(version) = self.version {
             return Ok(VersionSelector::Version(version as u64));
         }
         if let Some(version) = self.starting_version {
@@ -1204,7 +1222,10 @@ mod tests {
         let request =
             QueryRequest::parse(br#"{"version":"3","limitHint":5,"idempotency_key":"k"}"#).unwrap();
         assert_eq!(request.version, Some(3));
-        assert_eq!(request.selector().unwrap(), VersionSelector::Version(3));
+        assert_eq!(
+            request.selector(|| Ok(())).unwrap(),
+            VersionSelector::Version(3)
+        );
         assert!(QueryRequest::parse(b"")
             .unwrap_err()
             .message
@@ -1215,7 +1236,10 @@ mod tests {
             .contains("Not a numeric value: x3"));
         assert!(QueryRequest::parse(br#"{"predicateHints":"a"}"#).is_err());
         assert_eq!(
-            QueryRequest::parse(b"{}").unwrap().selector().unwrap(),
+            QueryRequest::parse(b"{}")
+                .unwrap()
+                .selector(|| Ok(()))
+                .unwrap(),
             VersionSelector::Latest
         );
     }
@@ -1225,24 +1249,85 @@ mod tests {
         let both =
             QueryRequest::parse(br#"{"version":1,"timestamp":"2024-01-01T00:00:00Z"}"#).unwrap();
         assert!(both
-            .selector()
+            .selector(|| Ok(()))
             .unwrap_err()
             .message
             .contains("Please only provide one of"));
         let negative = QueryRequest::parse(br#"{"version":-1}"#).unwrap();
         assert!(negative
-            .selector()
+            .selector(|| Ok(()))
             .unwrap_err()
             .message
             .contains("cannot be negative"));
         let refresh = QueryRequest::parse(br#"{"version":1,"includeRefreshToken":true}"#).unwrap();
-        assert!(refresh.selector().is_err());
+        assert!(refresh.selector(|| Ok(())).is_err());
         let zero = QueryRequest::parse(br#"{"maxFiles":0}"#).unwrap();
         assert!(zero
-            .selector()
+            .selector(|| Ok(()))
             .unwrap_err()
             .message
             .contains("maxFiles must be positive"));
+    }
+
+    /// Issue 12: the Spark connector's later pages repeat the body without the refresh
+    /// fields (and add `includeendstreamaction` to the header, which the digest never sees).
+    #[test]
+    fn r12_page_checksum_covers_the_body_parameters() {
+        let first = QueryRequest::parse(
+            br#"{"predicateHints":[],"limitHint":9,"maxFiles":5,"includeRefreshToken":true}"#,
+        )
+        .unwrap();
+        let next = QueryRequest::parse(
+            br#"{"predicateHints":[],"limitHint":9,"maxFiles":7,"pageToken":"t"}"#,
+        )
+        .unwrap();
+        assert_eq!(first.parameters_checksum(), next.parameters_checksum());
+        for changed in [
+            &br#"{"limitHint":8,"pageToken":"t"}"#[..],
+            br#"{"predicateHints":["a = 1"],"limitHint":9,"pageToken":"t"}"#,
+            br#"{"limitHint":9,"jsonPredicateHints":"{}","pageToken":"t"}"#,
+            br#"{"limitHint":9,"version":3,"pageToken":"t"}"#,
+            br#"{"limitHint":9,"timestamp":"2024-01-01T00:00:00Z","pageToken":"t"}"#,
+        ] {
+            let changed = QueryRequest::parse(changed).unwrap();
+            assert_ne!(first.parameters_checksum(), changed.parameters_checksum());
+        }
+    }
+
+    /// Issue 12: the reference server's words for refresh tokens where they cannot be used,
+    /// and history sharing checked before a timestamp is parsed.
+    #[test]
+    fn r12_refresh_and_history_errors_use_the_reference_wording() {
+        let message = |body: &[u8]| {
+            QueryRequest::parse(body)
+                .unwrap()
+                .selector(|| Err(SharingError::invalid("no history")))
+                .unwrap_err()
+                .message
+        };
+        assert_eq!(
+            message(br#"{"startingVersion":1,"refreshToken":"r"}"#),
+            "refreshToken cannot be used when querying a specific version."
+        );
+        assert_eq!(
+            message(br#"{"pageToken":"p","refreshToken":"r"}"#),
+            "refreshToken must be used in the first page request."
+        );
+        assert_eq!(
+            message(br#"{"version":1,"includeRefreshToken":true}"#),
+            "includeRefreshToken cannot be used when querying a specific version."
+        );
+        assert_eq!(
+            message(br#"{"pageToken":"p","includeRefreshToken":true}"#),
+            "includeRefreshToken must be used in the first page request."
+        );
+        assert_eq!(message(br#"{"timestamp":"abc"}"#), "no history");
+        assert_eq!(message(br#"{"startingVersion":0}"#), "no history");
+        let invalid = QueryRequest::parse(br#"{"timestamp":"abc"}"#)
+            .unwrap()
+            .selector(|| Ok(()))
+            .unwrap_err();
+        assert!(invalid.message.contains("Invalid timestamp"));
     }
 
     #[test]

@@ -734,7 +734,7 @@ fn object_path(key: &str) -> Result<Path> {
     })
 }
 
-fn store_error(error: object_store::Error) -> SharingError {
+pub(crate) fn store_error(error: object_store::Error) -> SharingError {
     match error {
         object_store::Error::NotFound { path, .. } => {
             SharingError::not_found(format!("{path} not found"))

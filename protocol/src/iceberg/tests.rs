@@ -294,7 +294,7 @@ async fn tables_without_renames_use_plain_protocols() {
         table.delta_metadata(&latest).unwrap()["configuration"],
         json!({"delta.enableChangeDataFeed": "true"})
     );
-    assert!(table.table_needs(&latest).parquet_readable());
+    assert!(table.table_needs(&latest).parquet_expressible());
 
     // A timestamp without zone needs the timestampNtz feature.
     json["schemas"][0]["fields"][2]["type"] = json!("timestamp");
