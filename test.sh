@@ -59,8 +59,8 @@ cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 
-step "cargo build --release"
-cargo build --release
+step "cargo build --release (the node and the load harness the tests drive)"
+cargo build --release -p lakeshare -p lakeshare-loadtest
 
 step "cargo test --release --workspace (includes the storage simulation: 2 x 1000 seeds)"
 cargo test --release --workspace
