@@ -15,13 +15,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use hdrhistogram::Histogram;
 
 use crate::report::Report;
-use crate::runner::Limit;
-
-/// Latencies above this are recorded as this (one hour, in microseconds).
-const LATENCY_US_MAX: u64 = 3_600_000_000;
+use crate::runner::{latency_histogram, record_latency, run_nonce, Limit};
 
 /// Runs `concurrency` workers that each create one file of `file_bytes` in every folder of
 /// `dirs` per request, until `limit`.
@@ -33,10 +29,7 @@ pub async fn run_create_files(
 ) -> anyhow::Result<Report> {
     anyhow::ensure!(concurrency > 0, "concurrency must be at least 1");
     anyhow::ensure!(!dirs.is_empty(), "--dirs names no folder");
-    let run = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .context("clock before 1970")?
-        .as_nanos();
+    let run = run_nonce()?;
     let body: Arc<[u8]> = vec![0x5a; usize::try_from(file_bytes)?].into();
     let dirs: Arc<[PathBuf]> = dirs.into();
     let next_index = Arc::new(AtomicU64::new(0));
@@ -45,7 +38,7 @@ pub async fn run_create_files(
         .map(|_| {
             let (dirs, body, next_index) = (dirs.clone(), body.clone(), next_index.clone());
             tokio::spawn(async move {
-                let mut latency_us = Histogram::<u64>::new_with_bounds(1, LATENCY_US_MAX, 3)?;
+                let mut latency_us = latency_histogram()?;
                 let mut errors = 0u64;
                 loop {
                     let index = next_index.fetch_add(1, Ordering::Relaxed);
@@ -72,16 +65,14 @@ pub async fn run_create_files(
                     if failed {
                         errors += 1;
                     } else {
-                        let micros = u64::try_from(request_started.elapsed().as_micros())
-                            .unwrap_or(u64::MAX);
-                        latency_us.saturating_record(micros.clamp(1, LATENCY_US_MAX));
+                        record_latency(&mut latency_us, request_started);
                     }
                 }
                 anyhow::Ok((latency_us, errors))
             })
         })
         .collect();
-    let mut latency_us = Histogram::<u64>::new_with_bounds(1, LATENCY_US_MAX, 3)?;
+    let mut latency_us = latency_histogram()?;
     let mut error_count = 0;
     for worker in workers {
         let (worker_latency, worker_errors) = worker.await.context("worker task failed")??;

@@ -352,10 +352,7 @@ async fn run_put(args: PutArgs) -> anyhow::Result<Report> {
     let bucket = args.s3.bucket.clone();
     let prefix = args.s3.prefix.clone();
     if args.if_none_match {
-        let run = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .context("clock before 1970")?
-            .as_nanos();
+        let run = runner::run_nonce()?;
         let factory: RequestFactory = Arc::new(move |index| {
             let key = format!("{prefix}put-{run}-{index}");
             let mut planned = endpoint.put_object(&bucket, &key, body.clone())?;

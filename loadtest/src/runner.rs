@@ -52,6 +52,25 @@ const ERROR_BODY_BYTES_MAX: usize = 512;
 /// Latencies above this are recorded as this (one hour, in microseconds).
 const LATENCY_US_MAX: u64 = 3_600_000_000;
 
+/// An empty latency histogram in microseconds, as every run records them.
+pub fn latency_histogram() -> anyhow::Result<Histogram<u64>> {
+    Ok(Histogram::new_with_bounds(1, LATENCY_US_MAX, 3)?)
+}
+
+/// Records the time since `started` in `latency_us`.
+pub fn record_latency(latency_us: &mut Histogram<u64>, started: Instant) {
+    let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    latency_us.saturating_record(micros.clamp(1, LATENCY_US_MAX));
+}
+
+/// A number no earlier run used (the wall clock in nanoseconds), for fresh names.
+pub fn run_nonce() -> anyhow::Result<u128> {
+    Ok(std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .context("clock before 1970")?
+        .as_nanos())
+}
+
 /// Plans a `method` request to an absolute `url`, with extra `headers` and `body`.
 pub fn plan_request(
     method: http::Method,
@@ -153,7 +172,7 @@ impl Tally {
             errors: BTreeMap::new(),
             first_error: None,
             bytes: 0,
-            latency_us: Histogram::new_with_bounds(1, LATENCY_US_MAX, 3)?,
+            latency_us: latency_histogram()?,
         })
     }
 
@@ -214,10 +233,7 @@ async fn worker(shared: Arc<Shared>) -> anyhow::Result<Tally> {
             Outcome::Success { moved_bytes } => {
                 tally.ok += 1;
                 tally.bytes += moved_bytes;
-                let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-                tally
-                    .latency_us
-                    .saturating_record(micros.clamp(1, LATENCY_US_MAX));
+                record_latency(&mut tally.latency_us, started);
             }
             Outcome::Rejected { status, body_start } => {
                 tally.error(&status.to_string());

@@ -13,7 +13,8 @@ import pytest
 import requests
 
 from test_sharing_delta import (  # noqa: F401 (node is a fixture)
-    GOLDEN, assert_same_rows, bearer, direct_read, load, node, share_tables, upload_folder)
+    GOLDEN, assert_same_rows, bearer, direct_read, load, node, share_tables,
+    share_without_history, upload_folder)
 from test_sharing_catalog import SHARING
 from test_sharing_pages import start_node, write_partitioned
 
@@ -264,20 +265,8 @@ def test_r12_refresh_tokens_where_they_cannot_be_used(node, tmp_path):
         assert_error(post_query(url, headers, body), 400, "INVALID_PARAMETER_VALUE", text)
 
 
-def test_r12_no_shared_history_wins_over_a_malformed_timestamp(node, tmp_path):
-    import pandas as pd
-    from deltalake import write_deltalake
-
-    server, cli = node
-    write_deltalake("s3://lake/t/", pd.DataFrame({"a": [1]}), storage_options=server.storage_options())
-    body = {"name": "nohist", "schemas": [{"name": "s", "tables": [
-        {"name": "t", "sourceType": "delta", "bucket": "lake", "location": "t/",
-         "historyShared": False}]}]}
-    assert server.signed_request("POST", "/minio/admin/v4/delta-sharing/shares",
-                                 body=json.dumps(body).encode()).status == 200
-    token = cli.json("table", "share", "token", "create", "local/nohist")
-    endpoint, headers = token["profile"]["endpoint"], {"Authorization": f"Bearer {token['token']}"}
-    table = f"{endpoint}/shares/nohist/schemas/s/tables/t"
+def test_r12_no_shared_history_wins_over_a_malformed_timestamp(node):
+    table, headers = share_without_history(*node)
     words = ("Reading table by version or timestamp is not supported because history sharing "
              "is not enabled on table: nohist.s.t")
     for response in (

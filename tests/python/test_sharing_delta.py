@@ -466,11 +466,12 @@ def test_features_the_client_did_not_announce_are_refused(node, tmp_path):
     assert requests.get(stored[0]["pathOrInlineDv"], timeout=30).status_code == 200
 
 
-def test_history_sharing_off_refuses_time_travel(node, tmp_path):
+def share_without_history(server, cli):
+    """Shares a one-row Delta table as `nohist.s.t` with `historyShared` off; returns the
+    table's URL and the bearer headers of a new token."""
     import pandas as pd
     from deltalake import write_deltalake
 
-    server, cli = node
     write_deltalake("s3://lake/t/", pd.DataFrame({"a": [1]}), storage_options=server.storage_options())
     body = {"name": "nohist", "schemas": [{"name": "s", "tables": [
         {"name": "t", "sourceType": "delta", "bucket": "lake", "location": "t/",
@@ -479,7 +480,11 @@ def test_history_sharing_off_refuses_time_travel(node, tmp_path):
                                  body=json.dumps(body).encode()).status == 200
     token = cli.json("table", "share", "token", "create", "local/nohist")
     endpoint, headers = token["profile"]["endpoint"], {"Authorization": f"Bearer {token['token']}"}
-    table = f"{endpoint}/shares/nohist/schemas/s/tables/t"
+    return f"{endpoint}/shares/nohist/schemas/s/tables/t", headers
+
+
+def test_history_sharing_off_refuses_time_travel(node):
+    table, headers = share_without_history(*node)
     for response in (
         requests.post(f"{table}/query", headers=headers, json={"version": 0}, timeout=30),
         requests.get(f"{table}/metadata?version=0", headers=headers, timeout=30),

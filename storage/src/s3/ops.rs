@@ -855,7 +855,7 @@ impl LakeshareS3 {
 
     async fn list(&self, bucket: &str, request: ListRequest) -> S3Result<ListResult> {
         if request.max_keys == 0 {
-            self.node.bucket_info(bucket).await.map_err(to_s3_error)?;
+            self.bucket_exists(bucket).await?;
             return Ok(ListResult::default());
         }
         self.node
