@@ -37,6 +37,8 @@ pub struct Capabilities {
     /// Lower-cased reader feature names.
     pub reader_features: Vec<String>,
     pub include_end_stream_action: bool,
+    /// `asyncquery=true`: the client polls `.../queries/{id}` when told a query is pending.
+    pub async_query: bool,
 }
 
 impl Capabilities {
@@ -71,6 +73,9 @@ impl Capabilities {
                 "includeendstreamaction" => {
                     capabilities.include_end_stream_action =
                         values.into_iter().any(|value| value == "true");
+                }
+                "asyncquery" => {
+                    capabilities.async_query = values.into_iter().any(|value| value == "true");
                 }
                 _ => {}
             }

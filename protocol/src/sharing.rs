@@ -59,6 +59,7 @@ pub fn is_sharing_path(path: &str) -> bool {
 
 /// A request after authentication: the token's share and the decoded path segments.
 struct Authorized {
+    token_id: String,
     share: Share,
     segments: Vec<String>,
     query: Vec<(String, String)>,
@@ -129,6 +130,7 @@ impl SharingService {
                     table: &table,
                     headers: &parts.headers,
                     query: &authorized.query,
+                    token_id: &authorized.token_id,
                 };
                 match (&method, rest) {
                     (&Method::GET, ["version"]) | (&Method::HEAD, []) => {
@@ -140,6 +142,10 @@ impl SharingService {
                         self.delta.query(request_parts, body).await
                     }
                     (&Method::GET, ["changes"]) => self.delta.changes(request_parts).await,
+                    (&Method::POST, ["queries", query_id]) => {
+                        let body = read_body(body).await?;
+                        self.delta.query_status(request_parts, query_id, body).await
+                    }
                     _ => Err(SharingError::not_found(format!(
                         "no such route: {method} {}",
                         parts.uri.path()
@@ -164,7 +170,7 @@ impl SharingService {
             })
             .ok_or_else(|| SharingError::unauthenticated("a bearer token is required"))?;
         let snapshot = self.catalog.snapshot();
-        let (_, share) = snapshot.authenticate(bearer, OffsetDateTime::now_utc())?;
+        let (token, share) = snapshot.authenticate(bearer, OffsetDateTime::now_utc())?;
         let path = request.uri().path();
         let rest = path
             .strip_prefix(SHARING_PREFIX)
@@ -177,6 +183,7 @@ impl SharingService {
             .collect();
         let query = request.uri().query().map(parse_query).unwrap_or_default();
         Ok(Authorized {
+            token_id: token.token_id.clone(),
             share: share.clone(),
             segments,
             query,

@@ -9,6 +9,7 @@
 //! the latest snapshot was read (the storage node counts writes per watched folder), so a
 //! new commit is seen at once and an unchanged table costs no lookup at all.
 
+pub mod async_queries;
 pub mod changes;
 pub mod files;
 pub mod line_buffers;
@@ -440,6 +441,19 @@ impl DeltaTables {
             *entry = (*entry).max(version);
         }
         Ok(())
+    }
+
+    /// Builds the active-file list of `snapshot` into the cache (when it fits the budget)
+    /// without answering anything, unless it is cached already. Blocking.
+    pub fn build_file_list(&self, snapshot: &TableSnapshot) -> Result<()> {
+        self.visit_active_files(
+            snapshot,
+            usize::MAX,
+            ListOrder::Any,
+            &Cell::new(0),
+            KeptPerFile::default(),
+            |_, _| ControlFlow::Break(()),
+        )
     }
 
     /// Whether a page of `snapshot` indexed into a list of order `order_id` can be served:

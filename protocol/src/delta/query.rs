@@ -4,6 +4,8 @@
 //! query streams: headers and the protocol and metadata lines go out as soon as the
 //! snapshot is known, then file lines are written into buffers of `CHUNK_BYTES` and sent one
 //! by one through a bounded channel, so memory does not grow with the number of files.
+//! Asynchronous queries (`asyncquery=true`, `POST .../queries/{id}`) are started and answered
+//! here, their state kept in `async_queries`.
 
 use std::cell::Cell;
 use std::ops::ControlFlow;
@@ -19,6 +21,9 @@ use time::OffsetDateTime;
 use crate::body::{empty_body, full_body, ResponseBody};
 use crate::capabilities::{choose_format, Capabilities, ResponseFormat, CAPABILITIES_HEADER};
 use crate::catalog::{SourceType, Table};
+use crate::delta::async_queries::{
+    query_not_found, AsyncQueries, AsyncQuery, QueryOwner, QueryState,
+};
 use crate::delta::files::{ActiveFiles, FileRow, KeptPerFile};
 use crate::delta::line_buffers::LineBuffers;
 use crate::delta::lines::{
@@ -50,6 +55,8 @@ pub struct TableRequest<'a> {
     pub table: &'a Table,
     pub headers: &'a HeaderMap,
     pub query: &'a [(String, String)],
+    /// The id of the bearer token the request came with.
+    pub token_id: &'a str,
 }
 
 impl TableRequest<'_> {
@@ -77,6 +84,7 @@ pub struct DeltaRoutes {
     /// Keys refresh tokens.
     token_secret: Vec<u8>,
     line_buffers: Arc<LineBuffers>,
+    async_queries: AsyncQueries,
 }
 
 /// How long a refresh token can be used (the reference server's TTL).
@@ -102,6 +110,7 @@ impl DeltaRoutes {
             presigner,
             token_secret,
             line_buffers: Arc::default(),
+            async_queries: AsyncQueries::default(),
         }
     }
 
@@ -187,6 +196,124 @@ impl DeltaRoutes {
                 )
                 .await;
         }
+        // Later pages of a query that was answered at once come here, not to `queries/{id}`:
+        // they are answered as they are.
+        if capabilities(request.headers).async_query && query.page_token.is_none() {
+            let Some(key) = query.idempotency_key.clone() else {
+                return Err(SharingError::invalid(
+                    "idempotency_key is required for async query.",
+                ));
+            };
+            return self.start_async_query(request, query, selector, key).await;
+        }
+        self.answer_query(request, query, selector, None).await
+    }
+
+    /// The first request of an asynchronous query: answered in full when its file list is
+    /// already cached, otherwise with a `queryStatus` line while the list is built.
+    async fn start_async_query(
+        &self,
+        request: TableRequest<'_>,
+        query: QueryRequest,
+        selector: VersionSelector,
+        idempotency_key: String,
+    ) -> Result<Response<ResponseBody>> {
+        let owner = QueryOwner {
+            token_id: request.token_id.to_string(),
+            table_id: request.table.id.clone(),
+        };
+        if let Some(started) = self.async_queries.find_by_key(&owner, &idempotency_key) {
+            return self.answer_async_query(request, &started, None, None).await;
+        }
+        let snapshot_selector = match &query.refresh_token {
+            Some(token) => VersionSelector::Version(self.open_refresh_token(token, request.table)?),
+            None => selector.clone(),
+        };
+        if snapshot_selector == VersionSelector::Latest {
+            if let Some(current) = self.tables.latest_if_current(request.table).await {
+                if self.tables.cached_files(&current).is_some() {
+                    return self.answer_query(request, query, selector, None).await;
+                }
+            }
+        }
+        let started = self.async_queries.register(owner, idempotency_key, query);
+        let tables = self.tables.clone();
+        let table = request.table.clone();
+        let background = started.clone();
+        tokio::spawn(async move {
+            let outcome = async {
+                let snapshot = resolve_snapshot(&tables, &table, snapshot_selector).await?;
+                let listed = snapshot.clone();
+                run_blocking(&tables, move |tables| tables.build_file_list(&listed)).await?;
+                Ok(snapshot)
+            }
+            .await;
+            background.finish(outcome);
+        });
+        Ok(query_pending_response(&started.id))
+    }
+
+    /// `POST .../queries/{id}`: the state of an asynchronous query, then its pages.
+    pub async fn query_status(
+        &self,
+        request: TableRequest<'_>,
+        query_id: &str,
+        body: Bytes,
+    ) -> Result<Response<ResponseBody>> {
+        let poll = if body.iter().all(u8::is_ascii_whitespace) {
+            QueryRequest::default()
+        } else {
+            QueryRequest::parse(&body)?
+        };
+        let owner = QueryOwner {
+            token_id: request.token_id.to_string(),
+            table_id: request.table.id.clone(),
+        };
+        let started = self
+            .async_queries
+            .find(&owner, query_id)
+            .ok_or_else(|| query_not_found(query_id))?;
+        self.answer_async_query(request, &started, poll.max_files, poll.page_token)
+            .await
+    }
+
+    /// An asynchronous query's answer now: pending, its error, or the page asked for.
+    async fn answer_async_query(
+        &self,
+        request: TableRequest<'_>,
+        started: &AsyncQuery,
+        max_files: Option<i64>,
+        page_token: Option<String>,
+    ) -> Result<Response<ResponseBody>> {
+        match started.state() {
+            QueryState::Pending => Ok(query_pending_response(&started.id)),
+            QueryState::Failed(kind, message) => Err(SharingError::new(kind, message)),
+            QueryState::Ready(snapshot) => {
+                let mut query = started.request.clone();
+                if max_files.is_some() {
+                    query.max_files = max_files;
+                }
+                if page_token.is_some() {
+                    // The refresh token went out with the first page.
+                    query.include_refresh_token = false;
+                    query.refresh_token = None;
+                    query.page_token = page_token;
+                }
+                let selector = query.selector(|| request.require_history())?;
+                self.answer_query(request, query, selector, Some(*snapshot))
+                    .await
+            }
+        }
+    }
+
+    /// A snapshot query's answer; `pinned` is the snapshot an asynchronous query resolved.
+    async fn answer_query(
+        &self,
+        request: TableRequest<'_>,
+        query: QueryRequest,
+        selector: VersionSelector,
+        pinned: Option<TableSnapshot>,
+    ) -> Result<Response<ResponseBody>> {
         let capabilities = capabilities(request.headers);
         let id_hash_header = match request.headers.get("fileidhash") {
             Some(value) => Some(FileIdHash::parse_header(value.to_str().unwrap_or(""))?),
@@ -200,14 +327,23 @@ impl DeltaRoutes {
             }
             None => None,
         };
-        let snapshot_selector = match (&page, &query.refresh_token) {
-            (Some(page), _) => VersionSelector::Version(page.version),
-            (None, Some(token)) => {
-                VersionSelector::Version(self.open_refresh_token(token, request.table)?)
+        let pinned = pinned.filter(|pinned| {
+            page.as_ref()
+                .is_none_or(|page| page.version == pinned.version)
+        });
+        let snapshot = match pinned {
+            Some(pinned) => pinned,
+            None => {
+                let snapshot_selector = match (&page, &query.refresh_token) {
+                    (Some(page), _) => VersionSelector::Version(page.version),
+                    (None, Some(token)) => {
+                        VersionSelector::Version(self.open_refresh_token(token, request.table)?)
+                    }
+                    (None, None) => selector.clone(),
+                };
+                self.resolve(request.table, snapshot_selector).await?
             }
-            (None, None) => selector,
         };
-        let snapshot = self.resolve(request.table, snapshot_selector).await?;
         if let Some(page) = &page {
             if !self.tables.serves_order(&snapshot, page.order_id) {
                 return Err(page_token_expired());
@@ -392,28 +528,62 @@ impl DeltaRoutes {
         table: &Table,
         selector: VersionSelector,
     ) -> Result<TableSnapshot> {
-        if table.source_type == SourceType::Iceberg {
-            return self.tables.iceberg_snapshot(table, &selector).await;
-        }
-        if selector == VersionSelector::Latest {
-            if let Some(current) = self.tables.latest_if_current(table).await {
-                return Ok(TableSnapshot::clone(&current));
-            }
-        }
-        let table = table.clone();
-        self.blocking(move |tables| tables.snapshot_blocking(&table, &selector))
-            .await
+        resolve_snapshot(&self.tables, table, selector).await
     }
 
     async fn blocking<T: Send + 'static>(
         &self,
         work: impl FnOnce(&DeltaTables) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let tables = self.tables.clone();
-        tokio::task::spawn_blocking(move || work(&tables))
-            .await
-            .map_err(|error| SharingError::internal(format!("replay task: {error}")))?
+        run_blocking(&self.tables, work).await
     }
+}
+
+/// The snapshot of `table` that `selector` names: the latest from the fast path when it is
+/// still current, otherwise from the replay pool.
+async fn resolve_snapshot(
+    tables: &Arc<DeltaTables>,
+    table: &Table,
+    selector: VersionSelector,
+) -> Result<TableSnapshot> {
+    if table.source_type == SourceType::Iceberg {
+        return tables.iceberg_snapshot(table, &selector).await;
+    }
+    if selector == VersionSelector::Latest {
+        if let Some(current) = tables.latest_if_current(table).await {
+            return Ok(TableSnapshot::clone(&current));
+        }
+    }
+    let table = table.clone();
+    run_blocking(tables, move |tables| {
+        tables.snapshot_blocking(&table, &selector)
+    })
+    .await
+}
+
+/// Runs blocking table work on the replay pool.
+async fn run_blocking<T: Send + 'static>(
+    tables: &Arc<DeltaTables>,
+    work: impl FnOnce(&DeltaTables) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let tables = tables.clone();
+    tokio::task::spawn_blocking(move || work(&tables))
+        .await
+        .map_err(|error| SharingError::internal(format!("replay task: {error}")))?
+}
+
+/// The one-line answer of an asynchronous query that is still running. The reference
+/// server sends version 0 and the parquet format with it; the finished answer carries both.
+fn query_pending_response(query_id: &str) -> Response<ResponseBody> {
+    let line = serde_json::json!({"queryStatus": {"queryId": query_id, "status": "pending"}});
+    let mut body = line.to_string();
+    body.push('\n');
+    ndjson_response(
+        full_body(Bytes::from(body)),
+        0,
+        ResponseFormat::Parquet,
+        false,
+    )
 }
 
 /// Whether a query ends with an `endStreamAction` line, and what it carries.
