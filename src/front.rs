@@ -15,7 +15,7 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use hyper::service::Service;
-use lakeshare_protocol::sharing::is_sharing_path;
+use lakeshare_protocol::routes::is_sharing_path;
 use lakeshare_protocol::SharingService;
 use lakeshare_storage::s3::form::FormUploads;
 use s3s::service::S3Service;

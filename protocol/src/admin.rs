@@ -23,7 +23,7 @@ use time::OffsetDateTime;
 
 use crate::catalog::{share_not_found, Catalog, CatalogSnapshot, ShareRequest, TokenRecord};
 use crate::error::{ErrorKind, Result, SharingError};
-use crate::sharing::SharingConfig;
+use crate::routes::SharingConfig;
 
 pub const ADMIN_PREFIX: &str = "/minio/admin/v4/delta-sharing/";
 /// Largest admin request body.

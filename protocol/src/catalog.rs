@@ -257,8 +257,21 @@ pub fn find_table<'a>(schema: &'a Schema, name: &str) -> Option<&'a Table> {
 }
 
 /// The catalog shared by every core (`SharedCatalog`).
+/// The share-time check that a table's path holds a table of its format (the formats live
+/// above the catalog, so the catalog is handed the check).
+#[async_trait::async_trait]
+pub trait TableRootCheck: Send + Sync {
+    async fn check(
+        &self,
+        store: &NodeObjectStore,
+        source_type: SourceType,
+        location: &str,
+    ) -> Result<()>;
+}
+
 pub struct Catalog {
     node: Arc<Node>,
+    root_check: Arc<dyn TableRootCheck>,
     current: RwLock<Arc<CatalogSnapshot>>,
     writer: Mutex<()>,
 }
@@ -283,7 +296,10 @@ pub struct NewToken {
 
 impl Catalog {
     /// Loads the catalog from the system area, creating an empty one on a new node.
-    pub async fn open(node: Arc<Node>) -> Result<Arc<Catalog>> {
+    pub async fn open(
+        node: Arc<Node>,
+        root_check: Arc<dyn TableRootCheck>,
+    ) -> Result<Arc<Catalog>> {
         let document = match node.get_system(CATALOG_KEY).await? {
             Some(bytes) => serde_json::from_slice::<CatalogDocument>(&bytes)
                 .map_err(|error| SharingError::internal(format!("catalog document: {error}")))?,
@@ -303,6 +319,7 @@ impl Catalog {
         let snapshot = CatalogSnapshot::new(document)?;
         Ok(Arc::new(Catalog {
             node,
+            root_check,
             current: RwLock::new(Arc::new(snapshot)),
             writer: Mutex::new(()),
         }))
@@ -518,19 +535,15 @@ impl Catalog {
         for table in &new_tables {
             if let (Some(bucket), Some(location)) = (&table.bucket, &table.location) {
                 let store = NodeObjectStore::new(self.node.clone(), bucket.clone());
-                let (found, format) = match table.source_type {
-                    SourceType::Iceberg => (
-                        crate::iceberg::find_metadata_key(&store, location)
-                            .await
-                            .map(drop),
-                        "an Iceberg",
-                    ),
-                    SourceType::Delta => (
-                        crate::delta::find_delta_log(&store, location).await,
-                        "a Delta",
-                    ),
+                let format = match table.source_type {
+                    SourceType::Iceberg => "an Iceberg",
+                    SourceType::Delta => "a Delta",
                     SourceType::Uniform => continue,
                 };
+                let found = self
+                    .root_check
+                    .check(&store, table.source_type, location)
+                    .await;
                 found.map_err(|error| {
                     SharingError::invalid(format!(
                         "table '{}': {bucket}/{location} is not {format} table: {}",

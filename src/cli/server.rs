@@ -13,10 +13,7 @@ use lakeshare_engine::server::{
     bind, connections_per_worker, raise_open_files_limit, ServerConfig,
 };
 use lakeshare_protocol::admin::AdminRoute;
-use lakeshare_protocol::delta::query::DeltaRoutes;
-use lakeshare_protocol::delta::DeltaTables;
-use lakeshare_protocol::presign::{Presigner, SharingCredential};
-use lakeshare_protocol::{AdminApi, Catalog, SharingConfig, SharingService};
+use lakeshare_protocol::SharingOptions;
 use lakeshare_storage::s3::form::FormUploads;
 use lakeshare_storage::s3::{build_service, ReadOnlyCredential};
 use lakeshare_storage::{Node, StorageConfig};
@@ -116,29 +113,21 @@ async fn sharing_service(
     config: &Config,
     public_endpoint: &str,
 ) -> anyhow::Result<FrontService> {
-    let catalog = Catalog::open(node.clone())
-        .await
-        .map_err(|error| anyhow::anyhow!("{}", error.message))?;
-    let sharing_config = SharingConfig {
-        public_endpoint: public_endpoint.to_owned(),
-    };
-    let credential = SharingCredential::derive(catalog.snapshot().secret());
-    let presigner = Arc::new(Presigner::new(
-        credential.clone(),
-        public_endpoint,
-        config.presign_expiry_seconds,
-    ));
-    let tables = DeltaTables::new(node.clone(), REPLAY_THREADS, config.cache_bytes)
-        .map_err(|error| anyhow::anyhow!("{}", error.message))?;
-    let sharing = Arc::new(SharingService::new(
-        catalog.clone(),
-        DeltaRoutes::new(tables, presigner, catalog.snapshot().secret().to_vec()),
-    ));
-    let admin = Arc::new(AdminApi::new(catalog.clone(), sharing_config));
-    let shared_files = catalog.clone();
+    let sharing = lakeshare_protocol::open(
+        node.clone(),
+        SharingOptions {
+            public_endpoint: public_endpoint.to_owned(),
+            presign_expiry_seconds: config.presign_expiry_seconds,
+            file_lists_bytes_max: config.cache_bytes,
+            replay_threads: REPLAY_THREADS,
+        },
+    )
+    .await
+    .map_err(|error| anyhow::anyhow!("{}", error.message))?;
+    let shared_files = sharing.catalog.clone();
     let reader = ReadOnlyCredential {
-        access_key: credential.access_key,
-        secret_key: credential.secret_key,
+        access_key: sharing.url_credential.access_key,
+        secret_key: sharing.url_credential.secret_key,
         allows: Arc::new(move |bucket: &str, key: &str| {
             shared_files.snapshot().is_shared_object(bucket, key)
         }),
@@ -150,9 +139,9 @@ async fn sharing_service(
         Some(reader),
         config.domains.clone(),
         vec![Box::new(AdminRoute::new(
-            admin,
+            sharing.admin,
             config.credentials.access_key.clone(),
         ))],
     );
-    Ok(FrontService::new(s3, forms, sharing))
+    Ok(FrontService::new(s3, forms, sharing.service))
 }

@@ -25,16 +25,15 @@ use url::Url;
 use crate::body::ResponseBody;
 use crate::capabilities::{choose_format, ResponseFormat};
 use crate::catalog::Table;
-use crate::delta::files::{relative_path, DeletionVectorRef};
-use crate::delta::lines::{metadata_line, protocol_line, FileIdHash, FileLineContext};
-use crate::delta::query::{
-    capabilities, ndjson_response, parse_timestamp, DeltaRoutes, TableRequest,
-    CHUNKS_IN_FLIGHT_MAX, CHUNK_BYTES,
-};
-use crate::delta::{table_url, DeltaTables, SnapshotSource, TableSnapshot, VersionSelector};
 use crate::error::{ErrorKind, Result, SharingError};
-use crate::iceberg::{self, ChangeKind, IcebergTable};
-use crate::sharing::query_value;
+use crate::files::{relative_path, DeletionVectorRef, FileIdHash};
+use crate::ndjson::lines::{metadata_line, protocol_line, FileLineContext};
+use crate::ndjson::{ndjson_response, CHUNKS_IN_FLIGHT_MAX, CHUNK_BYTES};
+use crate::routes::query::{TableRequest, TableRoutes};
+use crate::routes::query_value;
+use crate::routes::request::{capabilities, parse_timestamp};
+use crate::tables::iceberg::{self, ChangeKind, IcebergTable};
+use crate::tables::{table_url, SnapshotSource, TableSnapshot, Tables, VersionSelector};
 use lakeshare_storage::object_store_view::NodeObjectStore;
 
 /// Which version-range read is served.
@@ -168,7 +167,7 @@ struct Feed {
     commits: Vec<Commit>,
 }
 
-impl DeltaRoutes {
+impl TableRoutes {
     /// `GET .../changes`.
     pub async fn changes(&self, request: TableRequest<'_>) -> Result<Response<ResponseBody>> {
         if !request.table.history_shared {
@@ -294,7 +293,7 @@ impl DeltaRoutes {
 
 /// Resolves the range, checks it, and reads its commits. Blocking.
 fn resolve_blocking(
-    tables: &DeltaTables,
+    tables: &Tables,
     table: &Table,
     kind: FeedKind,
     start: RangeBound,
@@ -375,7 +374,7 @@ fn resolve_blocking(
 /// The commits `start..=end` of a Delta table; for a change data feed, every version in the
 /// range must have recorded change data. Blocking.
 fn delta_commits(
-    tables: &DeltaTables,
+    tables: &Tables,
     latest: &TableSnapshot,
     at_start: &TableSnapshot,
     kind: FeedKind,
@@ -414,7 +413,7 @@ fn delta_commits(
 /// `metaData` action where the table's Delta metadata changed. A snapshot that needs
 /// row-level changes is refused. Blocking.
 fn iceberg_commits(
-    tables: &DeltaTables,
+    tables: &Tables,
     table: &IcebergTable,
     start: u64,
     end: u64,

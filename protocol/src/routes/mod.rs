@@ -4,6 +4,11 @@
 //! A token sees only its own share: any other share, schema or table answers 404
 //! `RESOURCE_DOES_NOT_EXIST`, exactly as if it did not exist. JSON bodies are one line.
 
+pub mod async_queries;
+pub mod changes;
+pub mod query;
+pub mod request;
+
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -14,10 +19,10 @@ use time::OffsetDateTime;
 
 use crate::body::{full_body, ResponseBody};
 use crate::catalog::{find_schema, find_table, share_not_found, Catalog, Schema, Share, Table};
-use crate::delta::query::{DeltaRoutes, TableRequest};
 use crate::error::{ErrorKind, Result, SharingError};
 use crate::names::name_key;
 use crate::page_token::{decode_page_token, encode_page_token, PagePosition};
+use query::{TableRequest, TableRoutes};
 
 /// Path prefixes the sharing API answers on; profiles name the first.
 pub const SHARING_PREFIX: &str = "/_delta-sharing/v1";
@@ -46,7 +51,7 @@ impl SharingConfig {
 
 pub struct SharingService {
     catalog: Arc<Catalog>,
-    delta: DeltaRoutes,
+    delta: TableRoutes,
 }
 
 /// Largest request body of a sharing route (a query with its predicate hints).
@@ -66,7 +71,7 @@ struct Authorized {
 }
 
 impl SharingService {
-    pub fn new(catalog: Arc<Catalog>, delta: DeltaRoutes) -> Self {
+    pub fn new(catalog: Arc<Catalog>, delta: TableRoutes) -> Self {
         SharingService { catalog, delta }
     }
 

@@ -1,4 +1,5 @@
-//! The table routes of the sharing API for Delta tables: `version`, `metadata` and `query`.
+//! The table routes of the sharing API: `version`, `metadata` and `query`, for tables of
+//! every format.
 //!
 //! Requests are validated with the reference server's wording before any log is read. A
 //! query streams: headers and the protocol and metadata lines go out as soon as the
@@ -12,41 +13,38 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
+use http::{HeaderMap, Response};
 use http_body_util::{BodyExt, StreamBody};
 use serde_json::Value;
-use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::body::{empty_body, full_body, ResponseBody};
-use crate::capabilities::{choose_format, Capabilities, ResponseFormat, CAPABILITIES_HEADER};
+use crate::capabilities::{choose_format, ResponseFormat};
 use crate::catalog::{SourceType, Table};
-use crate::delta::async_queries::{
-    query_not_found, AsyncQueries, AsyncQuery, QueryOwner, QueryState,
+use crate::error::{Result, SharingError};
+use crate::files::{
+    page_token_expired, ActiveFiles, FileIdHash, FileLists, FileRow, KeptPerFile, ListOrder,
 };
-use crate::delta::files::{ActiveFiles, FileRow, KeptPerFile};
-use crate::delta::line_buffers::LineBuffers;
-use crate::delta::lines::{
-    end_stream_line, metadata_line, protocol_line, set_table_size, FileIdHash, FileLineContext,
+use crate::ndjson::line_buffers::LineBuffers;
+use crate::ndjson::lines::{
+    end_stream_line, metadata_line, protocol_line, set_table_size, FileLineContext,
 };
-use crate::delta::{
-    page_token_expired, DeltaTables, ListOrder, SnapshotSource, TableSnapshot, VersionSelector,
+use crate::ndjson::{
+    ndjson_response, set_header, ChunkSender, CHUNKS_IN_FLIGHT_MAX, TABLE_VERSION_HEADER,
 };
-use crate::error::{ErrorKind, Result, SharingError};
 use crate::predicate::{
     live_records, might_match, parse_predicate, FileFacts, LimitTracker, PartitionValues, Predicate,
 };
 use crate::presign::Presigner;
-use crate::sharing::query_value;
+use crate::routes::async_queries::{
+    query_not_found, AsyncQueries, AsyncQuery, QueryOwner, QueryState,
+};
+use crate::routes::query_value;
+use crate::routes::request::{capabilities, parse_long, parse_timestamp, QueryRequest};
+use crate::tables::{SnapshotSource, TableSnapshot, Tables, VersionSelector};
 
-/// Bytes gathered before a chunk is sent.
-pub const CHUNK_BYTES: usize = 64 * 1024;
 /// Files of a cached list answered on the core thread, without a hand-over.
 pub const INLINE_FILES_MAX: usize = 256;
-/// Chunks in flight between the replay pool and the connection.
-pub const CHUNKS_IN_FLIGHT_MAX: usize = 4;
-pub const NDJSON_CONTENT_TYPE: &str = "application/x-ndjson; charset=utf-8";
-pub const TABLE_VERSION_HEADER: &str = "delta-table-version";
 
 /// A table request, resolved to its catalog entry.
 pub struct TableRequest<'a> {
@@ -77,9 +75,10 @@ impl TableRequest<'_> {
     }
 }
 
-/// Serves the table routes of Delta tables.
-pub struct DeltaRoutes {
-    pub(crate) tables: Arc<DeltaTables>,
+/// Serves the table routes.
+pub struct TableRoutes {
+    pub(crate) tables: Arc<Tables>,
+    lists: Arc<FileLists>,
     pub(crate) presigner: Arc<Presigner>,
     /// Keys refresh tokens.
     token_secret: Vec<u8>,
@@ -102,11 +101,17 @@ struct RefreshPosition {
     expires_ms: i64,
 }
 
-impl DeltaRoutes {
+impl TableRoutes {
     /// `token_secret` keys refresh tokens (the node secret).
-    pub fn new(tables: Arc<DeltaTables>, presigner: Arc<Presigner>, token_secret: Vec<u8>) -> Self {
-        DeltaRoutes {
+    pub fn new(
+        tables: Arc<Tables>,
+        lists: Arc<FileLists>,
+        presigner: Arc<Presigner>,
+        token_secret: Vec<u8>,
+    ) -> Self {
+        TableRoutes {
             tables,
+            lists,
             presigner,
             token_secret,
             line_buffers: Arc::default(),
@@ -163,8 +168,11 @@ impl DeltaRoutes {
         let snapshot = self.resolve(request.table, selector).await?;
         let format = choose_format(&capabilities, &snapshot.needs)?;
         let mut metadata = metadata_line(format, &snapshot, request.table.history_shared, None);
-        let cached = self.tables.cached_files(&snapshot);
-        set_table_size(&mut metadata, snapshot.known_size(cached.as_deref()));
+        let cached = self.lists.cached_files(&snapshot);
+        set_table_size(
+            &mut metadata,
+            snapshot.known_size(cached.as_deref().map(ActiveFiles::size)),
+        );
         let mut body = String::new();
         body.push_str(&protocol_line(format, &snapshot).to_string());
         body.push('\n');
@@ -227,24 +235,25 @@ impl DeltaRoutes {
         }
         let snapshot_selector = match &query.refresh_token {
             Some(token) => VersionSelector::Version(self.open_refresh_token(token, request.table)?),
-            None => selector.clone(),
+            None => selector,
         };
         if snapshot_selector == VersionSelector::Latest {
             if let Some(current) = self.tables.latest_if_current(request.table).await {
-                if self.tables.cached_files(&current).is_some() {
+                if self.lists.cached_files(&current).is_some() {
                     return self.answer_query(request, query, selector, None).await;
                 }
             }
         }
         let started = self.async_queries.register(owner, idempotency_key, query);
         let tables = self.tables.clone();
+        let lists = self.lists.clone();
         let table = request.table.clone();
         let background = started.clone();
         tokio::spawn(async move {
             let outcome = async {
                 let snapshot = resolve_snapshot(&tables, &table, snapshot_selector).await?;
                 let listed = snapshot.clone();
-                run_blocking(&tables, move |tables| tables.build_file_list(&listed)).await?;
+                run_blocking(&tables, move |_| lists.build_file_list(&listed)).await?;
                 Ok(snapshot)
             }
             .await;
@@ -339,34 +348,26 @@ impl DeltaRoutes {
                     (None, Some(token)) => {
                         VersionSelector::Version(self.open_refresh_token(token, request.table)?)
                     }
-                    (None, None) => selector.clone(),
+                    (None, None) => selector,
                 };
                 self.resolve(request.table, snapshot_selector).await?
             }
         };
         if let Some(page) = &page {
-            if !self.tables.serves_order(&snapshot, page.order_id) {
+            if !self.lists.serves_order(&snapshot, page.order_id) {
                 return Err(page_token_expired());
             }
         }
         let format = choose_format(&capabilities, &snapshot.needs)?;
-        let mut cached = self.tables.cached_files(&snapshot);
+        let mut cached = self.lists.cached_files(&snapshot);
         if matches!(snapshot.source, SnapshotSource::Iceberg { .. }) && cached.is_none() {
             // An Iceberg version's files are listed (and checked) before the answer starts,
             // so a broken manifest or a row-level delete is an error status, not a cut stream.
             let listed = snapshot.clone();
-            self.blocking(move |tables| {
-                tables.visit_active_files(
-                    &listed,
-                    usize::MAX,
-                    ListOrder::Any,
-                    &Cell::new(0),
-                    KeptPerFile::default(),
-                    |_, _| ControlFlow::Break(()),
-                )
-            })
-            .await?;
-            cached = self.tables.cached_files(&snapshot);
+            let lists = self.lists.clone();
+            self.blocking(move |_| lists.build_file_list(&listed))
+                .await?;
+            cached = self.lists.cached_files(&snapshot);
         }
         let id_hash = id_hash_header.unwrap_or(FileIdHash::default_for(format));
         let version = snapshot.version;
@@ -400,7 +401,10 @@ impl DeltaRoutes {
         if paging.is_none() && page.is_none() {
             // Only whole answers: every page must repeat the first page's lines 1 and 2 (the
             // Spark connector compares them), and the first may come before the list exists.
-            set_table_size(&mut metadata, snapshot.known_size(cached.as_deref()));
+            set_table_size(
+                &mut metadata,
+                snapshot.known_size(cached.as_deref().map(ActiveFiles::size)),
+            );
         }
         head.push_str(&metadata.to_string());
         head.push('\n');
@@ -420,7 +424,7 @@ impl DeltaRoutes {
             // A few files from memory: written here, no hand-over to another thread.
             let mut out = ChunkSender::in_memory(head.as_bytes(), self.line_buffers.clone());
             stream_files(
-                &self.tables,
+                &self.lists,
                 &self.presigner,
                 &snapshot,
                 &query,
@@ -432,14 +436,14 @@ impl DeltaRoutes {
         } else {
             let (sender, mut receiver) =
                 tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(CHUNKS_IN_FLIGHT_MAX);
-            let tables = self.tables.clone();
+            let lists = self.lists.clone();
             let presigner = self.presigner.clone();
             let line_buffers = self.line_buffers.clone();
             let signal_errors_in_stream = capabilities.include_end_stream_action;
             tokio::task::spawn_blocking(move || {
                 let mut out = ChunkSender::new(sender, head.as_bytes(), line_buffers);
                 let result = stream_files(
-                    &tables, &presigner, &snapshot, &query, &plan, cached, &mut out,
+                    &lists, &presigner, &snapshot, &query, &plan, cached, &mut out,
                 );
                 if let Err(error) = result {
                     tracing::warn!(%error, "query stream failed");
@@ -533,7 +537,7 @@ impl DeltaRoutes {
 
     async fn blocking<T: Send + 'static>(
         &self,
-        work: impl FnOnce(&DeltaTables) -> Result<T> + Send + 'static,
+        work: impl FnOnce(&Tables) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         run_blocking(&self.tables, work).await
     }
@@ -542,7 +546,7 @@ impl DeltaRoutes {
 /// The snapshot of `table` that `selector` names: the latest from the fast path when it is
 /// still current, otherwise from the replay pool.
 async fn resolve_snapshot(
-    tables: &Arc<DeltaTables>,
+    tables: &Arc<Tables>,
     table: &Table,
     selector: VersionSelector,
 ) -> Result<TableSnapshot> {
@@ -563,8 +567,8 @@ async fn resolve_snapshot(
 
 /// Runs blocking table work on the replay pool.
 async fn run_blocking<T: Send + 'static>(
-    tables: &Arc<DeltaTables>,
-    work: impl FnOnce(&DeltaTables) -> Result<T> + Send + 'static,
+    tables: &Arc<Tables>,
+    work: impl FnOnce(&Tables) -> Result<T> + Send + 'static,
 ) -> Result<T> {
     let tables = tables.clone();
     tokio::task::spawn_blocking(move || work(&tables))
@@ -705,133 +709,11 @@ fn kept_for_lines<'a>(
     }
 }
 
-/// Response chunks on their way to the connection: lines are written into a buffer that is
-/// sent once it holds `CHUNK_BYTES`, or come as whole segments in pooled buffers. In memory
-/// mode (small answers written on the core thread) the buffer just grows and becomes the
-/// whole body.
-struct ChunkSender {
-    chunk: BytesMut,
-    sink: Sink,
-    line_buffers: Arc<LineBuffers>,
-}
-
-enum Sink {
-    Channel(tokio::sync::mpsc::Sender<std::io::Result<Bytes>>),
-    Memory,
-    /// The body has ended (or the client has gone).
-    Closed,
-}
-
-impl ChunkSender {
-    fn new(
-        sender: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
-        head: &[u8],
-        line_buffers: Arc<LineBuffers>,
-    ) -> Self {
-        let mut chunk = BytesMut::with_capacity(CHUNK_BYTES * 2);
-        chunk.put_slice(head);
-        ChunkSender {
-            chunk,
-            sink: Sink::Channel(sender),
-            line_buffers,
-        }
-    }
-
-    fn in_memory(head: &[u8], line_buffers: Arc<LineBuffers>) -> Self {
-        ChunkSender {
-            chunk: BytesMut::from(head),
-            sink: Sink::Memory,
-            line_buffers,
-        }
-    }
-
-    fn is_open(&self) -> bool {
-        !matches!(self.sink, Sink::Closed)
-    }
-
-    /// Sends the buffer once it is full; false when the client has gone.
-    fn flush_when_full(&mut self) -> bool {
-        if self.chunk.len() < CHUNK_BYTES || matches!(self.sink, Sink::Memory) {
-            return self.is_open();
-        }
-        let pending = self.chunk.split().freeze();
-        self.send(pending)
-    }
-
-    /// Sends what is buffered, then `lines` (a buffer of `line_buffers`) as they are; false
-    /// when the client has gone.
-    fn send_segment(&mut self, lines: BytesMut) -> bool {
-        if let Sink::Memory = self.sink {
-            self.chunk.put_slice(&lines);
-            self.line_buffers.give_back(lines);
-            return true;
-        }
-        if !self.chunk.is_empty() {
-            let pending = self.chunk.split().freeze();
-            if !self.send(pending) {
-                return false;
-            }
-        }
-        let segment = self.line_buffers.chunk(lines);
-        self.send(segment)
-    }
-
-    fn send(&mut self, chunk: Bytes) -> bool {
-        match &self.sink {
-            Sink::Closed => false,
-            Sink::Memory => {
-                self.chunk.put_slice(&chunk);
-                true
-            }
-            Sink::Channel(sender) => {
-                if sender.blocking_send(Ok(chunk)).is_err() {
-                    self.sink = Sink::Closed;
-                    return false;
-                }
-                true
-            }
-        }
-    }
-
-    /// Sends what is buffered and ends the body (in memory mode the buffer is the body).
-    fn finish(&mut self) {
-        if let Sink::Channel(sender) = std::mem::replace(&mut self.sink, Sink::Closed) {
-            if !self.chunk.is_empty() {
-                let _ = sender.blocking_send(Ok(self.chunk.split().freeze()));
-            }
-        }
-    }
-
-    /// Ends the body with an `endStreamAction` carrying the error (for clients that announced
-    /// `includeendstreamaction`): the lines already sent stay, the client learns why the
-    /// answer stops. Internal errors are named only by their status.
-    fn end_with_error(&mut self, error: &SharingError) {
-        let message = match error.kind {
-            ErrorKind::Internal => "internal error".to_string(),
-            _ => error.message.clone(),
-        };
-        let line = serde_json::json!({"endStreamAction": {
-            "errorMessage": message,
-            "httpStatusErrorCode": error.kind.status().as_u16(),
-        }});
-        let _ = serde_json::to_writer((&mut self.chunk).writer(), &line);
-        self.chunk.put_u8(b'\n');
-        self.finish();
-    }
-
-    /// Ends the body with an error (the connection is reset mid-stream).
-    fn fail(&mut self, message: String) {
-        if let Sink::Channel(sender) = std::mem::replace(&mut self.sink, Sink::Closed) {
-            let _ = sender.blocking_send(Err(std::io::Error::other(message)));
-        }
-    }
-}
-
 /// Writes the file lines of one page (or of the whole snapshot) and the end of the stream.
 /// From `cached` (the version's list, already looked up) when it has the page's order;
 /// otherwise the list is walked or built on the replay pool (blocking).
 fn stream_files(
-    tables: &DeltaTables,
+    lists: &FileLists,
     presigner: &Presigner,
     snapshot: &TableSnapshot,
     query: &QueryRequest,
@@ -917,7 +799,7 @@ fn stream_files(
             order_used.set(files.order_id());
             files.visit_from(plan.start.index, kept, visit)?;
         }
-        None => tables.visit_active_files(
+        None => lists.visit_active_files(
             snapshot,
             plan.start.index,
             plan.start.order,
@@ -1108,269 +990,6 @@ fn write_segment(
     }
 }
 
-/// The body of `POST .../query`, parsed leniently like the reference server (numbers may be
-/// strings; unknown fields are ignored).
-#[derive(Clone, Debug, Default)]
-pub struct QueryRequest {
-    pub predicate_hints: Vec<String>,
-    pub json_predicate_hints: Option<String>,
-    pub limit_hint: Option<i64>,
-    pub version: Option<i64>,
-    pub timestamp: Option<String>,
-    pub starting_version: Option<i64>,
-    pub ending_version: Option<i64>,
-    pub max_files: Option<i64>,
-    pub page_token: Option<String>,
-    pub include_refresh_token: bool,
-    pub refresh_token: Option<String>,
-    pub include_historical_protocol: bool,
-    pub idempotency_key: Option<String>,
-}
-
-impl QueryRequest {
-    pub fn parse(body: &[u8]) -> Result<QueryRequest> {
-        if body.iter().all(u8::is_ascii_whitespace) {
-            return Err(SharingError::malformed(
-                "No content to map due to end-of-input",
-            ));
-        }
-        let value: Value = serde_json::from_slice(body)
-            .map_err(|error| SharingError::malformed(format!("invalid request json: {error}")))?;
-        let Value::Object(fields) = value else {
-            return Err(SharingError::malformed(
-                "the request body must be a JSON object",
-            ));
-        };
-        let mut request = QueryRequest::default();
-        for (name, value) in &fields {
-            if value.is_null() {
-                continue;
-            }
-            match name.as_str() {
-                "predicateHints" => {
-                    let Value::Array(items) = value else {
-                        return Err(SharingError::malformed(
-                            "Expected an array for repeated field predicateHints",
-                        ));
-                    };
-                    request.predicate_hints = items
-                        .iter()
-                        .map(|item| item.as_str().map(str::to_string).unwrap_or_default())
-                        .collect();
-                }
-                "jsonPredicateHints" => {
-                    request.json_predicate_hints = Some(string_field(name, value)?)
-                }
-                "limitHint" => request.limit_hint = Some(parse_long(value)?),
-                "version" => request.version = Some(parse_long(value)?),
-                "timestamp" => request.timestamp = Some(string_field(name, value)?),
-                "startingVersion" => request.starting_version = Some(parse_long(value)?),
-                "endingVersion" => request.ending_version = Some(parse_long(value)?),
-                "maxFiles" => request.max_files = Some(parse_long(value)?),
-                "pageToken" => request.page_token = Some(string_field(name, value)?),
-                "includeRefreshToken" => request.include_refresh_token = parse_bool(name, value)?,
-                "includeHistoricalProtocol" => {
-                    request.include_historical_protocol = parse_bool(name, value)?
-                }
-                "refreshToken" => request.refresh_token = Some(string_field(name, value)?),
-                "idempotencyKey" | "idempotency_key" => {
-                    request.idempotency_key = Some(string_field(name, value)?)
-                }
-                _ => {}
-            }
-        }
-        Ok(request)
-    }
-
-    /// A digest of the body parameters every page of a query must repeat: the reference
-    /// server's set (everything but `maxFiles`, `pageToken` and the refresh and idempotency
-    /// fields). The capabilities header is not part of it: the Spark connector asks for
-    /// `includeendstreamaction` on later pages only.
-    fn parameters_checksum(&self) -> String {
-        let parameters = serde_json::json!([
-            self.predicate_hints,
-            self.json_predicate_hints,
-            self.limit_hint,
-            self.version,
-            self.timestamp,
-            self.starting_version,
-            self.ending_version,
-            self.include_historical_protocol,
-        ]);
-        let digest = ring::digest::digest(&ring::digest::SHA256, parameters.to_string().as_bytes());
-        hex::encode(&digest.as_ref()[..16])
-    }
-
-    /// The snapshot asked for, after the reference server's parameter checks; a request for
-    /// a version, a timestamp or a range calls `require_history` before its timestamp is
-    /// parsed (a table without shared history refuses even a malformed timestamp so).
-    pub fn selector(
-        &self,
-        require_history: impl FnOnce() -> Result<()>,
-    ) -> Result<VersionSelector> {
-        let given = [
-            self.version.is_some(),
-            self.timestamp.is_some(),
-            self.starting_version.is_some(),
-        ];
-        if given.iter().filter(|given| **given).count() > 1 {
-            return Err(SharingError::invalid(
-                "Please only provide one of: version,timestamp,startingVersion",
-            ));
-        }
-        let specific_version = given.iter().any(|given| *given);
-        for (asked, field) in [
-            (self.include_refresh_token, "includeRefreshToken"),
-            (self.refresh_token.is_some(), "refreshToken"),
-        ] {
-            if asked && specific_version {
-                return Err(SharingError::invalid(format!(
-                    "{field} cannot be used when querying a specific version."
-                )));
-            }
-            if asked && self.page_token.is_some() {
-                return Err(SharingError::invalid(format!(
-                    "{field} must be used in the first page request."
-                )));
-            }
-        }
-        if let Some(max_files) = self.max_files {
-            if max_files <= 0 {
-                return Err(SharingError::invalid("maxFiles must be positive"));
-            }
-            if max_files > i64::from(i32::MAX) {
-                return Err(SharingError::invalid(format!(
-                    "Not an int32 value: {max_files}"
-                )));
-            }
-        }
-        if let Some(version) = self.version {
-            if version < 0 {
-                return Err(SharingError::invalid("table version cannot be negative"));
-            }
-        }
-        if specific_version {
-            require_history()?;
-        }
-        if let Some(version) = self.version {
-            return Ok(VersionSelector::Version(version as u64));
-        }
-        if let Some(version) = self.starting_version {
-            if version < 0 {
-                return Err(SharingError::invalid("startingVersion cannot be negative"));
-            }
-            if let Some(end) = self.ending_version {
-                if version > end {
-                    return Err(SharingError::invalid(format!(
-                        "startingVersion({version}) must be smaller than or equal to \
-                         endingVersion({end})"
-                    )));
-                }
-            }
-        }
-        if let Some(text) = &self.timestamp {
-            return Ok(VersionSelector::AsOfTimestamp(parse_timestamp(
-                text,
-                "timestamp",
-            )?));
-        }
-        Ok(VersionSelector::Latest)
-    }
-}
-
-pub fn capabilities(headers: &HeaderMap) -> Capabilities {
-    Capabilities::parse(
-        headers
-            .get(CAPABILITIES_HEADER)
-            .and_then(|value| value.to_str().ok()),
-    )
-}
-
-/// An NDJSON response with the protocol's headers.
-pub fn ndjson_response(
-    body: ResponseBody,
-    version: u64,
-    format: ResponseFormat,
-    end_stream_action: bool,
-) -> Response<ResponseBody> {
-    let mut response = Response::new(body);
-    *response.status_mut() = StatusCode::OK;
-    set_header(
-        &mut response,
-        header::CONTENT_TYPE.as_str(),
-        NDJSON_CONTENT_TYPE,
-    );
-    set_header(&mut response, TABLE_VERSION_HEADER, &version.to_string());
-    let mut capabilities = format!("responseformat={}", format.name());
-    if end_stream_action {
-        capabilities.push_str(";includeendstreamaction=true");
-    }
-    set_header(&mut response, CAPABILITIES_HEADER, &capabilities);
-    response
-}
-
-fn set_header(response: &mut Response<ResponseBody>, name: &str, value: &str) {
-    if let (Ok(name), Ok(value)) = (
-        http::header::HeaderName::from_bytes(name.as_bytes()),
-        HeaderValue::from_str(value),
-    ) {
-        response.headers_mut().insert(name, value);
-    }
-}
-
-/// ISO-8601 with an offset (`2022-01-01T00:00:00Z`), or the legacy `yyyy-mm-dd hh:mm:ss[.f]`
-/// taken as UTC; milliseconds since the epoch.
-pub fn parse_timestamp(text: &str, parameter: &str) -> Result<i64> {
-    let trimmed = text.trim();
-    let parsed = OffsetDateTime::parse(trimmed, &Rfc3339).or_else(|_| {
-        let legacy = time::macros::format_description!(
-            "[year]-[month]-[day] [hour]:[minute]:[second][optional [.[subsecond]]]"
-        );
-        time::PrimitiveDateTime::parse(trimmed, legacy).map(|time| time.assume_utc())
-    });
-    match parsed {
-        Ok(time) => Ok((time.unix_timestamp_nanos() / 1_000_000) as i64),
-        Err(_) => Err(SharingError::invalid(format!(
-            "Invalid {parameter}: {text}"
-        ))),
-    }
-}
-
-fn parse_long(value: &Value) -> Result<i64> {
-    match value {
-        Value::Number(number) => number
-            .as_i64()
-            .ok_or_else(|| SharingError::invalid(format!("Not a numeric value: {number}"))),
-        Value::String(text) => text
-            .trim()
-            .parse()
-            .map_err(|_| SharingError::invalid(format!("Not a numeric value: {text}"))),
-        other => Err(SharingError::malformed(format!(
-            "Not a numeric value: {other}"
-        ))),
-    }
-}
-
-fn parse_bool(name: &str, value: &Value) -> Result<bool> {
-    match value {
-        Value::Bool(flag) => Ok(*flag),
-        Value::String(text) if text.eq_ignore_ascii_case("true") => Ok(true),
-        Value::String(text) if text.eq_ignore_ascii_case("false") => Ok(false),
-        other => Err(SharingError::malformed(format!(
-            "Expected a boolean for {name} but got {other}"
-        ))),
-    }
-}
-
-fn string_field(name: &str, value: &Value) -> Result<String> {
-    match value {
-        Value::String(text) => Ok(text.clone()),
-        other => Err(SharingError::malformed(format!(
-            "Expected a string for {name} but got {other}"
-        ))),
-    }
-}
-
 /// A file row's partition values as the predicate evaluator reads them.
 struct RowPartitionValues<'a, 'b>(&'a [(&'b str, Option<&'b str>)]);
 
@@ -1380,137 +999,5 @@ impl PartitionValues for RowPartitionValues<'_, '_> {
             .iter()
             .find(|(key, _)| *key == physical_name)
             .map(|(_, value)| *value)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn query_bodies_parse_leniently() {
-        let request =
-            QueryRequest::parse(br#"{"version":"3","limitHint":5,"idempotency_key":"k"}"#).unwrap();
-        assert_eq!(request.version, Some(3));
-        assert_eq!(
-            request.selector(|| Ok(())).unwrap(),
-            VersionSelector::Version(3)
-        );
-        assert!(QueryRequest::parse(b"")
-            .unwrap_err()
-            .message
-            .contains("end-of-input"));
-        assert!(QueryRequest::parse(br#"{"version":"x3"}"#)
-            .unwrap_err()
-            .message
-            .contains("Not a numeric value: x3"));
-        assert!(QueryRequest::parse(br#"{"predicateHints":"a"}"#).is_err());
-        assert_eq!(
-            QueryRequest::parse(b"{}")
-                .unwrap()
-                .selector(|| Ok(()))
-                .unwrap(),
-            VersionSelector::Latest
-        );
-    }
-
-    #[test]
-    fn conflicting_parameters_use_the_reference_wording() {
-        let both =
-            QueryRequest::parse(br#"{"version":1,"timestamp":"2024-01-01T00:00:00Z"}"#).unwrap();
-        assert!(both
-            .selector(|| Ok(()))
-            .unwrap_err()
-            .message
-            .contains("Please only provide one of"));
-        let negative = QueryRequest::parse(br#"{"version":-1}"#).unwrap();
-        assert!(negative
-            .selector(|| Ok(()))
-            .unwrap_err()
-            .message
-            .contains("cannot be negative"));
-        let refresh = QueryRequest::parse(br#"{"version":1,"includeRefreshToken":true}"#).unwrap();
-        assert!(refresh.selector(|| Ok(())).is_err());
-        let zero = QueryRequest::parse(br#"{"maxFiles":0}"#).unwrap();
-        assert!(zero
-            .selector(|| Ok(()))
-            .unwrap_err()
-            .message
-            .contains("maxFiles must be positive"));
-    }
-
-    /// Issue 12: the Spark connector's later pages repeat the body without the refresh
-    /// fields (and add `includeendstreamaction` to the header, which the digest never sees).
-    #[test]
-    fn r12_page_checksum_covers_the_body_parameters() {
-        let first = QueryRequest::parse(
-            br#"{"predicateHints":[],"limitHint":9,"maxFiles":5,"includeRefreshToken":true}"#,
-        )
-        .unwrap();
-        let next = QueryRequest::parse(
-            br#"{"predicateHints":[],"limitHint":9,"maxFiles":7,"pageToken":"t"}"#,
-        )
-        .unwrap();
-        assert_eq!(first.parameters_checksum(), next.parameters_checksum());
-        for changed in [
-            &br#"{"limitHint":8,"pageToken":"t"}"#[..],
-            br#"{"predicateHints":["a = 1"],"limitHint":9,"pageToken":"t"}"#,
-            br#"{"limitHint":9,"jsonPredicateHints":"{}","pageToken":"t"}"#,
-            br#"{"limitHint":9,"version":3,"pageToken":"t"}"#,
-            br#"{"limitHint":9,"timestamp":"2024-01-01T00:00:00Z","pageToken":"t"}"#,
-        ] {
-            let changed = QueryRequest::parse(changed).unwrap();
-            assert_ne!(first.parameters_checksum(), changed.parameters_checksum());
-        }
-    }
-
-    /// Issue 12: the reference server's words for refresh tokens where they cannot be used,
-    /// and history sharing checked before a timestamp is parsed.
-    #[test]
-    fn r12_refresh_and_history_errors_use_the_reference_wording() {
-        let message = |body: &[u8]| {
-            QueryRequest::parse(body)
-                .unwrap()
-                .selector(|| Err(SharingError::invalid("no history")))
-                .unwrap_err()
-                .message
-        };
-        assert_eq!(
-            message(br#"{"startingVersion":1,"refreshToken":"r"}"#),
-            "refreshToken cannot be used when querying a specific version."
-        );
-        assert_eq!(
-            message(br#"{"pageToken":"p","refreshToken":"r"}"#),
-            "refreshToken must be used in the first page request."
-        );
-        assert_eq!(
-            message(br#"{"version":1,"includeRefreshToken":true}"#),
-            "includeRefreshToken cannot be used when querying a specific version."
-        );
-        assert_eq!(
-            message(br#"{"pageToken":"p","includeRefreshToken":true}"#),
-            "includeRefreshToken must be used in the first page request."
-        );
-        assert_eq!(message(br#"{"timestamp":"abc"}"#), "no history");
-        assert_eq!(message(br#"{"startingVersion":0}"#), "no history");
-        let invalid = QueryRequest::parse(br#"{"timestamp":"abc"}"#)
-            .unwrap()
-            .selector(|| Ok(()))
-            .unwrap_err();
-        assert!(invalid.message.contains("Invalid timestamp"));
-    }
-
-    #[test]
-    fn timestamps_accept_iso_and_legacy_forms() {
-        assert_eq!(parse_timestamp("1970-01-01T00:00:01Z", "t").unwrap(), 1000);
-        assert_eq!(
-            parse_timestamp("1970-01-01T00:00:01-08:00", "t").unwrap(),
-            28_801_000
-        );
-        assert_eq!(parse_timestamp("1970-01-01 00:00:01.5", "t").unwrap(), 1500);
-        assert!(parse_timestamp("yesterday", "startingTimestamp")
-            .unwrap_err()
-            .message
-            .contains("Invalid startingTimestamp"));
     }
 }

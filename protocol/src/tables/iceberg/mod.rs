@@ -17,6 +17,7 @@
 //!
 //! `metadata` documents how snapshots map to versions.
 
+pub mod loaded;
 pub mod manifest;
 pub mod metadata;
 pub mod schema;

@@ -18,9 +18,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::delta::query::QueryRequest;
-use crate::delta::TableSnapshot;
 use crate::error::{ErrorKind, Result, SharingError};
+use crate::routes::request::QueryRequest;
+use crate::tables::TableSnapshot;
 
 /// A query is forgotten this long after it was last started, polled or answered.
 pub const ASYNC_QUERY_IDLE_SECONDS: u64 = 3600;

@@ -22,10 +22,10 @@ use delta_kernel::engine::arrow_data::ArrowEngineData;
 use delta_kernel::scan::ScanMetadata;
 use delta_kernel::{Engine, EngineData};
 
-use crate::delta::lines::FileIdHash;
-use crate::delta::{TableSnapshot, PATH_SEGMENT};
+use super::FileIdHash;
 use crate::error::{Result, SharingError};
-use crate::iceberg::IcebergDataFile;
+use crate::tables::iceberg::IcebergDataFile;
+use crate::tables::{TableSize, TableSnapshot, PATH_SEGMENT};
 
 /// A deletion vector descriptor as the log stores it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -119,6 +119,14 @@ impl ActiveFiles {
     /// The total size of the files, in bytes.
     pub fn files_bytes(&self) -> u64 {
         self.files_bytes
+    }
+
+    /// The version's size as `metaData` carries it.
+    pub fn size(&self) -> TableSize {
+        TableSize {
+            files_bytes: self.files_bytes,
+            files: self.len() as u64,
+        }
     }
 
     /// Memory held by the list's arrow buffers.
