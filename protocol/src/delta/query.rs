@@ -75,8 +75,8 @@ pub struct DeltaRoutes {
     pub(crate) tables: Arc<DeltaTables>,
     pub(crate) presigner: Arc<Presigner>,
     /// Keys refresh tokens.
-    token_secret: Vec<u8>,
-    line_buffers: Arc<LineBuffers>,
+    pub(crate) token_secret: Vec<u8>,
+    pub(crate) line_buffers: Arc<LineBuffers>,
 }
 
 /// How long a refresh token can be used (the reference server's TTL).
@@ -179,12 +179,7 @@ impl DeltaRoutes {
         let selector = query.selector(|| request.require_history())?;
         if let Some(starting_version) = query.starting_version {
             return self
-                .streaming_query(
-                    request,
-                    starting_version,
-                    query.ending_version,
-                    query.include_historical_protocol,
-                )
+                .streaming_query(request, starting_version, &query)
                 .await;
         }
         let capabilities = capabilities(request.headers);
@@ -539,8 +534,8 @@ fn kept_for_lines<'a>(
 /// sent once it holds `CHUNK_BYTES`, or come as whole segments in pooled buffers. In memory
 /// mode (small answers written on the core thread) the buffer just grows and becomes the
 /// whole body.
-struct ChunkSender {
-    chunk: BytesMut,
+pub(crate) struct ChunkSender {
+    pub(crate) chunk: BytesMut,
     sink: Sink,
     line_buffers: Arc<LineBuffers>,
 }
@@ -553,7 +548,7 @@ enum Sink {
 }
 
 impl ChunkSender {
-    fn new(
+    pub(crate) fn new(
         sender: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
         head: &[u8],
         line_buffers: Arc<LineBuffers>,
@@ -575,12 +570,12 @@ impl ChunkSender {
         }
     }
 
-    fn is_open(&self) -> bool {
+    pub(crate) fn is_open(&self) -> bool {
         !matches!(self.sink, Sink::Closed)
     }
 
     /// Sends the buffer once it is full; false when the client has gone.
-    fn flush_when_full(&mut self) -> bool {
+    pub(crate) fn flush_when_full(&mut self) -> bool {
         if self.chunk.len() < CHUNK_BYTES || matches!(self.sink, Sink::Memory) {
             return self.is_open();
         }
@@ -624,7 +619,7 @@ impl ChunkSender {
     }
 
     /// Sends what is buffered and ends the body (in memory mode the buffer is the body).
-    fn finish(&mut self) {
+    pub(crate) fn finish(&mut self) {
         if let Sink::Channel(sender) = std::mem::replace(&mut self.sink, Sink::Closed) {
             if !self.chunk.is_empty() {
                 let _ = sender.blocking_send(Ok(self.chunk.split().freeze()));
@@ -635,7 +630,7 @@ impl ChunkSender {
     /// Ends the body with an `endStreamAction` carrying the error (for clients that announced
     /// `includeendstreamaction`): the lines already sent stay, the client learns why the
     /// answer stops. Internal errors are named only by their status.
-    fn end_with_error(&mut self, error: &SharingError) {
+    pub(crate) fn end_with_error(&mut self, error: &SharingError) {
         let message = match error.kind {
             ErrorKind::Internal => "internal error".to_string(),
             _ => error.message.clone(),
@@ -650,7 +645,7 @@ impl ChunkSender {
     }
 
     /// Ends the body with an error (the connection is reset mid-stream).
-    fn fail(&mut self, message: String) {
+    pub(crate) fn fail(&mut self, message: String) {
         if let Sink::Channel(sender) = std::mem::replace(&mut self.sink, Sink::Closed) {
             let _ = sender.blocking_send(Err(std::io::Error::other(message)));
         }
@@ -1016,7 +1011,7 @@ impl QueryRequest {
     /// server's set (everything but `maxFiles`, `pageToken` and the refresh and idempotency
     /// fields). The capabilities header is not part of it: the Spark connector asks for
     /// `includeendstreamaction` on later pages only.
-    fn parameters_checksum(&self) -> String {
+    pub(crate) fn parameters_checksum(&self) -> String {
         let parameters = serde_json::json!([
             self.predicate_hints,
             self.json_predicate_hints,
