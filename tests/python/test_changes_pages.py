@@ -267,6 +267,10 @@ def test_page_token_misuse_is_refused(node):
                     "Query parameter mismatch detected for the next page query")
         assert ask(server, token, route, "ranges", params, headers, 5,
                    page_token).status_code == 200
+        # Another response format than page 1's.
+        refused(ask(server, token, route, "ranges", params, capabilities("delta"), 2,
+                    page_token),
+                "Query parameter mismatch detected for the next page query")
         # Garbage, and a forged or truncated token.
         for bad in ("garbage", page_token[:-3], "x" + page_token):
             refused(ask(server, token, route, "ranges", params, headers, 2, bad),

@@ -11,7 +11,9 @@
 //! checks that must come before the status (change data recorded in every `metaData` change
 //! of the range; for parquet streaming, no reader version above 1 inside the range) read the
 //! commits once more beforehand, keeping nothing but the first failure: each line is parsed
-//! into a struct that keeps only `metaData` and `protocol` and skips every other action.
+//! into a struct that keeps only `metaData` and `protocol` and skips every other action. They
+//! run for the first page only: later pages read part of the same pinned range, whose commits
+//! never change, in the format the token pins, so a page costs O(its own commits).
 //! Iceberg ranges are built one snapshot at a time the same way (a first walk checks every
 //! snapshot's changes, so a refused snapshot is an error status, not a cut stream).
 //!
@@ -239,6 +241,9 @@ struct RangePage {
     next_index: usize,
     #[serde(rename = "c")]
     parameters_checksum: String,
+    /// The response format of page 1 (`ResponseFormat::name`): later pages must have it.
+    #[serde(rename = "f")]
+    format: String,
     /// Expiry, ms since the epoch.
     #[serde(rename = "x")]
     expires_ms: i64,
@@ -282,6 +287,7 @@ struct RangePaging {
     end: u64,
     latest: u64,
     parameters_checksum: String,
+    format: ResponseFormat,
     token_secret: Vec<u8>,
 }
 
@@ -295,6 +301,7 @@ impl RangePaging {
             next_version,
             next_index,
             parameters_checksum: self.parameters_checksum.clone(),
+            format: self.format.name().to_string(),
             expires_ms: (OffsetDateTime::now_utc().unix_timestamp() + PAGE_TOKEN_SECONDS) * 1000,
         };
         crate::page_token::seal(&self.token_secret, &page)
@@ -439,6 +446,7 @@ impl DeltaRoutes {
         let (start, end, include_historical_metadata) =
             (range.start, range.end, range.include_historical_metadata);
         let (feed, format) = tokio::task::spawn_blocking(move || {
+            let later_page_format = page.as_ref().map(|page| page.format.clone());
             let mut feed = resolve_blocking(
                 &tables,
                 &table,
@@ -451,7 +459,17 @@ impl DeltaRoutes {
             let format = choose_format(&asked, &feed.head.needs)?;
             feed.include_historical_protocol =
                 include_historical_protocol && format == ResponseFormat::Delta;
-            check_range_blocking(&tables, &feed, format)?;
+            match later_page_format {
+                // Page 1 checked the whole pinned range in this format; commits do not change.
+                Some(first) if first == format.name() => {}
+                Some(_) => {
+                    return Err(SharingError::invalid(
+                        "Query parameter mismatch detected for the next page query: the \
+                         response format differs from the first page's",
+                    ))
+                }
+                None => check_range_blocking(&tables, &feed, format)?,
+            }
             Ok::<_, SharingError>((feed, format))
         })
         .await
@@ -473,6 +491,7 @@ impl DeltaRoutes {
             end: feed.end,
             latest: feed.latest,
             parameters_checksum: range.parameters_checksum.clone(),
+            format,
             token_secret: self.token_secret.clone(),
         });
         let end_stream_wanted = capabilities.include_end_stream_action || paging.is_some();
@@ -674,9 +693,9 @@ struct CheckedAction {
     protocol: Option<Value>,
 }
 
-/// The checks that must pass before the status, over the commits this answer writes (page 1
-/// checked the commits before a later page's start). Reads each commit and keeps nothing.
-/// Blocking.
+/// The checks that must pass before the status, over the whole range (made for page 1 only:
+/// later pages read part of the same pinned, immutable commits in the same format). Reads each
+/// commit and keeps nothing. Blocking.
 fn check_range_blocking(tables: &DeltaTables, feed: &Feed, format: ResponseFormat) -> Result<()> {
     let change_data = feed.kind == FeedKind::ChangeData;
     let parquet_streaming = feed.kind == FeedKind::Streaming && format == ResponseFormat::Parquet;
@@ -1237,6 +1256,7 @@ mod tests {
             end: 7,
             latest: 9,
             parameters_checksum: "c1".into(),
+            format: ResponseFormat::Delta,
             token_secret: b"k".to_vec(),
         };
         let token = paging.next_page_token(5, 12);
@@ -1251,6 +1271,7 @@ mod tests {
             ),
             (3, 7, 9, 5, 12)
         );
+        assert_eq!(page.format, "delta");
         let refused = |secret: &[u8], token: &str, table: &str, checksum: &str| {
             open_range_page(secret, token, table, checksum)
                 .unwrap_err()
