@@ -386,3 +386,55 @@ def test_historical_protocols_on_every_page(lakeshare_server, route):
         protocols = [line["protocol"] for line in lines if "protocol" in line]
         assert [entry["version"] for entry in protocols] == [2], max_files
         assert "deletionVectors" in protocols[0]["deltaProtocol"]["readerFeatures"]
+
+
+@pytest.mark.parametrize("route", ["changes", "streaming"])
+def test_errors_after_the_status_end_in_words_or_cut_the_stream(lakeshare_server, route):
+    """A file that cannot be shared (in another bucket) is found only while lines stream: a
+    client that announced `includeendstreamaction` gets the lines before it and an
+    endStreamAction with the error; any other client (paged or not) a cut stream, never a
+    200 that looks complete."""
+    server = lakeshare_server(drives=1)
+    s3 = server.s3_client()
+    s3.create_bucket(Bucket="lake")
+    schema = {"type": "struct", "fields": [
+        {"name": "n", "type": "long", "nullable": True, "metadata": {}}]}
+    created = [
+        {"protocol": {"minReaderVersion": 1, "minWriterVersion": 2}},
+        {"metaData": {"id": "0f1e2d3c-aaaa-bbbb-cccc-000000000002",
+                      "format": {"provider": "parquet", "options": {}},
+                      "schemaString": json.dumps(schema), "partitionColumns": [],
+                      "configuration": {"delta.enableChangeDataFeed": "true"},
+                      "createdTime": 1700000000000}},
+    ]
+    added = [
+        {"add": {"path": f"inside-{index}.parquet", "partitionValues": {}, "size": 10,
+                 "modificationTime": 1700000000000, "dataChange": True}}
+        for index in range(3)
+    ] + [{"add": {"path": "s3://elsewhere/outside.parquet", "partitionValues": {}, "size": 10,
+                  "modificationTime": 1700000000000, "dataChange": True}}]
+    for version, actions in enumerate([created, added]):
+        s3.put_object(Bucket="lake", Key=f"leaky/_delta_log/{version:020d}.json",
+                      Body="\n".join(json.dumps(action) for action in actions).encode())
+    token = share(server, "leaks", ["leaky"])
+    base = f"{server.endpoint}{SHARING}/shares/leaks/schemas/{SCHEMA}/tables/leaky"
+
+    def answer(capability: str, max_files=None) -> requests.Response:
+        headers = {"Authorization": f"Bearer {token}", "delta-sharing-capabilities": capability}
+        if route == "changes":
+            params = {"startingVersion": 0, **({"maxFiles": max_files} if max_files else {})}
+            return requests.get(f"{base}/changes", params=params, headers=headers, timeout=60)
+        body = {"startingVersion": 0, **({"maxFiles": max_files} if max_files else {})}
+        return requests.post(f"{base}/query", json=body, headers=headers, timeout=60)
+
+    for max_files in (None, 10):
+        told = answer("responseformat=parquet;includeendstreamaction=true", max_files)
+        assert told.status_code == 200, told.text
+        lines = [json.loads(line) for line in told.text.splitlines()]
+        assert [line["add"]["id"] for line in lines[2:-1]] and all(
+            "add" in line for line in lines[2:-1])
+        end = lines[-1]["endStreamAction"]
+        assert end["httpStatusErrorCode"] == 400 and "outside" in end["errorMessage"], end
+        assert "nextPageToken" not in end
+        with pytest.raises(requests.exceptions.ChunkedEncodingError):
+            answer("responseformat=parquet", max_files)
