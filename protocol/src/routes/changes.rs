@@ -1,37 +1,64 @@
-//! Version ranges of Delta tables read commit by commit: the change data feed
+//! Version ranges of Delta and Iceberg tables, read commit by commit: the change data feed
 //! (`GET .../changes`) and streaming queries (`POST .../query` with `startingVersion`).
 //!
-//! The commits `_delta_log/<v>.json` of the inclusive range are listed and read through the
-//! kernel engine's storage handler (the node's object store), so each line carries the
-//! commit's own version and timestamp (the in-commit timestamp when the commit has one, else
-//! the commit file's modification time). All parameter and range checks, and for the change
-//! data feed the check that change data was recorded at the start and in every metadata
-//! change of the range, happen before the response starts; the file lines are then
-//! encoded on the replay pool into chunks sent through a bounded channel.
+//! This module owns the whole answer of a range: resolving it, the checks made before the
+//! 200, pages, the `endStreamAction` line, and the memory bound.
 //!
-//! Per commit, the change data feed returns its `cdc` actions (as `cdf` lines) when it has
-//! any, otherwise its `add`/`remove` actions with `dataChange=true`; a MERGE that changed no
-//! rows returns nothing. A streaming query returns `add`/`remove` with `dataChange=true`.
-//! `metaData` actions of versions after the start are returned by streaming queries, and by
-//! the change data feed only when `includeHistoricalMetadata` is true.
+//! *Memory.* The `_delta_log/` of a Delta table is listed once per request (commit names,
+//! sizes and times only). A commit is read and parsed only when its lines are written, and
+//! dropped before the next one is read, so an answer holds one commit's actions and the
+//! chunks in flight (`CHUNKS_IN_FLIGHT_MAX` of `CHUNK_BYTES`), never the whole range. The
+//! checks that must come before the status (change data recorded in every `metaData` change
+//! of the range; for parquet streaming, no reader version above 1 inside the range) read the
+//! commits once more beforehand, keeping nothing but the first failure: each line is parsed
+//! into a struct that keeps only `metaData` and `protocol` and skips every other action. They
+//! run for the first page only: later pages read part of the same pinned range, whose commits
+//! never change, in the format the token pins, so a page costs O(its own commits).
+//! Iceberg ranges are built one snapshot at a time the same way (a first walk checks every
+//! snapshot's changes, so a refused snapshot is an error status, not a cut stream).
+//!
+//! *Lines.* Each line carries the commit's own version and timestamp (the in-commit
+//! timestamp when the commit has one, else the commit file's modification time). Per commit,
+//! the change data feed returns its `cdc` actions (as `cdf` lines) when it has any, otherwise
+//! its `add`/`remove` actions with `dataChange=true`; a MERGE that changed no rows returns
+//! nothing. A streaming query returns `add`/`remove` with `dataChange=true`. `metaData`
+//! actions of versions after the start are returned by streaming queries, and by the change
+//! data feed only when `includeHistoricalMetadata` is true; `protocol` actions of versions
+//! after the start only with `includeHistoricalProtocol` in the delta format.
+//!
+//! *Pages.* With `maxFiles` N a page holds at most N file lines (`metaData`/`protocol` lines
+//! do not count). Every page repeats lines 1-2 and `Delta-Table-Version` of the first one and
+//! ends with an `endStreamAction` carrying `nextPageToken` while files remain (none on the
+//! last page). The token (`RangePage`, sealed with the node secret) pins the table, the
+//! resolved start and end, the latest version at page 1 (lines 1-2 describe it or the
+//! start), the next position (a commit version and the index of its next action), a digest
+//! of the request's parameters and an expiry: a commit made after page 1 never enters the
+//! range. An `endStreamAction` also ends every answer of a client that announced
+//! `includeendstreamaction=true`; such a client learns of an error after the 200 from its
+//! `errorMessage`, any other client from a cut stream.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes};
 use delta_kernel::Engine;
 use http::{HeaderValue, Response};
 use http_body_util::{BodyExt, StreamBody};
 use serde_json::{json, Map, Value};
+use time::OffsetDateTime;
 use url::Url;
 
 use crate::body::ResponseBody;
 use crate::capabilities::{choose_format, ResponseFormat};
 use crate::catalog::Table;
 use crate::error::{ErrorKind, Result, SharingError};
-use crate::files::{relative_path, DeletionVectorRef, FileIdHash};
-use crate::ndjson::lines::{metadata_line, protocol_line, FileLineContext};
-use crate::ndjson::{ndjson_response, CHUNKS_IN_FLIGHT_MAX, CHUNK_BYTES};
-use crate::routes::query::{TableRequest, TableRoutes};
+use crate::files::{page_token_expired, relative_path, DeletionVectorRef, FileIdHash};
+use crate::ndjson::lines::{end_stream_line, metadata_line, protocol_line, FileLineContext};
+use crate::ndjson::{ndjson_response, ChunkSender, CHUNKS_IN_FLIGHT_MAX};
+use crate::routes::query::{TableRequest, TableRoutes, PAGE_TOKEN_SECONDS};
 use crate::routes::query_value;
-use crate::routes::request::{capabilities, parse_timestamp};
+use crate::routes::request::{capabilities, parse_timestamp, QueryRequest};
+use crate::tables::delta::KernelEngine;
 use crate::tables::iceberg::{self, ChangeKind, IcebergTable};
 use crate::tables::{table_url, SnapshotSource, TableSnapshot, Tables, VersionSelector};
 use lakeshare_storage::object_store_view::NodeObjectStore;
@@ -53,12 +80,26 @@ pub enum RangeBound {
     Timestamp(i64),
 }
 
+impl RangeBound {
+    fn digest_value(bound: Option<RangeBound>) -> Value {
+        match bound {
+            Some(RangeBound::Version(version)) => json!({ "v": version }),
+            Some(RangeBound::Timestamp(timestamp)) => json!({ "t": timestamp }),
+            None => Value::Null,
+        }
+    }
+}
+
 /// The query parameters of `GET .../changes`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChangesParams {
     pub start: RangeBound,
     pub end: Option<RangeBound>,
     pub include_historical_metadata: bool,
+    pub include_historical_protocol: bool,
+    /// Page size (`maxFiles`).
+    pub max_files: Option<u64>,
+    pub page_token: Option<String>,
 }
 
 impl ChangesParams {
@@ -68,24 +109,14 @@ impl ChangesParams {
             SharingError::invalid("No startingVersion or startingTimestamp provided for CDF read")
         })?;
         let end = range_bound(query, "ending")?;
-        let include_historical_metadata = match query_value(query, "includeHistoricalMetadata") {
-            None => false,
-            Some(text) if text.trim().eq_ignore_ascii_case("true") => true,
-            Some(text) if text.trim().eq_ignore_ascii_case("false") => false,
-            Some(text) => {
-                return Err(SharingError::invalid(format!(
-                    "includeHistoricalMetadata is not a valid boolean: {text}"
-                )))
-            }
-        };
+        let include_historical_metadata = bool_parameter(query, "includeHistoricalMetadata")?;
+        let include_historical_protocol = bool_parameter(query, "includeHistoricalProtocol")?;
         if let (RangeBound::Version(start), Some(RangeBound::Version(end))) = (start, end) {
             check_range_order(start, end)?;
         }
-        // Pages of change feeds are not served yet: every answer is whole (a client that
-        // asked for pages gets no endStreamAction, which the protocol allows); the page size
-        // is still checked so bad input gets the reference's 400.
-        if let Some(text) = query_value(query, "maxFiles") {
-            match text.trim().parse::<i64>() {
+        let max_files = match query_value(query, "maxFiles") {
+            None => None,
+            Some(text) => match text.trim().parse::<i64>() {
                 Ok(max_files) if max_files <= 0 => {
                     return Err(SharingError::invalid("maxFiles must be positive"))
                 }
@@ -94,19 +125,54 @@ impl ChangesParams {
                         "Not an int32 value: {max_files}"
                     )))
                 }
-                Ok(_) => {}
+                Ok(max_files) => Some(max_files as u64),
                 Err(_) => {
                     return Err(SharingError::invalid(format!(
                         "Not a numeric value: {text}"
                     )))
                 }
-            }
-        }
+            },
+        };
+        let page_token = query_value(query, "pageToken")
+            .filter(|token| !token.is_empty())
+            .map(str::to_string);
         Ok(ChangesParams {
             start,
             end,
             include_historical_metadata,
+            include_historical_protocol,
+            max_files,
+            page_token,
         })
+    }
+
+    /// A digest of the parameters every page must repeat (all but `maxFiles` and
+    /// `pageToken`, as the reference server's checksum).
+    fn parameters_checksum(&self) -> String {
+        digest(&json!([
+            "changes",
+            RangeBound::digest_value(Some(self.start)),
+            RangeBound::digest_value(self.end),
+            self.include_historical_metadata,
+            self.include_historical_protocol,
+        ]))
+    }
+}
+
+fn digest(parameters: &Value) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, parameters.to_string().as_bytes());
+    hex::encode(&digest.as_ref()[..16])
+}
+
+/// A boolean query parameter (case-insensitive: Python sends `True`); absent is false.
+fn bool_parameter(query: &[(String, String)], name: &str) -> Result<bool> {
+    match query_value(query, name) {
+        None => Ok(false),
+        Some(text) if text.trim().eq_ignore_ascii_case("true") => Ok(true),
+        Some(text) if text.trim().eq_ignore_ascii_case("false") => Ok(false),
+        Some(text) => Err(SharingError::invalid(format!(
+            "{name} is not a valid boolean: {text}"
+        ))),
     }
 }
 
@@ -148,23 +214,147 @@ fn check_range_order(start: u64, end: u64) -> Result<()> {
     Ok(())
 }
 
-/// One commit of the range with its actions in log order.
+/// What a page token of a range pins (sealed with the node secret, like `QueryPage`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct RangePage {
+    #[serde(rename = "t")]
+    table_id: String,
+    /// The resolved start of page 1 (`Delta-Table-Version` of every page).
+    #[serde(rename = "s")]
+    start: u64,
+    /// The resolved end of page 1 (at most `latest`).
+    #[serde(rename = "n")]
+    end: u64,
+    /// The latest version when page 1 was answered.
+    #[serde(rename = "l")]
+    latest: u64,
+    /// The commit the next page starts in.
+    #[serde(rename = "v")]
+    next_version: u64,
+    /// Index of the next page's first action in that commit's actions.
+    #[serde(rename = "i")]
+    next_index: usize,
+    #[serde(rename = "c")]
+    parameters_checksum: String,
+    /// The response format of page 1 (`ResponseFormat::name`): later pages must have it.
+    #[serde(rename = "f")]
+    format: String,
+    /// Expiry, ms since the epoch.
+    #[serde(rename = "x")]
+    expires_ms: i64,
+}
+
+/// Opens a range page token after the reference server's checks (with its wording).
+fn open_range_page(
+    secret: &[u8],
+    token: &str,
+    table_id: &str,
+    parameters_checksum: &str,
+) -> Result<RangePage> {
+    let page: RangePage = crate::page_token::open(secret, token)
+        .filter(|page: &RangePage| {
+            page.start <= page.end
+                && page.end <= page.latest
+                && (page.start..=page.end).contains(&page.next_version)
+        })
+        .ok_or_else(|| SharingError::invalid("Error decoding the page token"))?;
+    if page.table_id != table_id {
+        return Err(SharingError::invalid(
+            "The table specified in the page token does not match the table being queried",
+        ));
+    }
+    if page.expires_ms <= OffsetDateTime::now_utc().unix_timestamp() * 1000 {
+        return Err(page_token_expired());
+    }
+    if page.parameters_checksum != parameters_checksum {
+        return Err(SharingError::invalid(
+            "Query parameter mismatch detected for the next page query",
+        ));
+    }
+    Ok(page)
+}
+
+/// Pages of one range answer (`maxFiles` given): what the next token pins.
+struct RangePaging {
+    page_files_max: u64,
+    table_id: String,
+    start: u64,
+    end: u64,
+    latest: u64,
+    parameters_checksum: String,
+    format: ResponseFormat,
+    token_secret: Vec<u8>,
+}
+
+impl RangePaging {
+    fn next_page_token(&self, next_version: u64, next_index: usize) -> String {
+        let page = RangePage {
+            table_id: self.table_id.clone(),
+            start: self.start,
+            end: self.end,
+            latest: self.latest,
+            next_version,
+            next_index,
+            parameters_checksum: self.parameters_checksum.clone(),
+            format: self.format.name().to_string(),
+            expires_ms: (OffsetDateTime::now_utc().unix_timestamp() + PAGE_TOKEN_SECONDS) * 1000,
+        };
+        crate::page_token::seal(&self.token_secret, &page)
+    }
+}
+
+/// A range request of either route, parsed.
+struct RangeRequest {
+    kind: FeedKind,
+    start: RangeBound,
+    end: Option<RangeBound>,
+    include_historical_metadata: bool,
+    include_historical_protocol: bool,
+    max_files: Option<u64>,
+    page_token: Option<String>,
+    parameters_checksum: String,
+}
+
+/// One commit of the range with its actions in log order (read when it is written, dropped
+/// after).
 struct Commit {
     version: u64,
     timestamp_ms: i64,
     actions: Vec<Value>,
 }
 
+/// A commit file of the listed log.
+struct LogCommit {
+    version: u64,
+    location: Url,
+    last_modified: i64,
+}
+
+/// Where the commits of a range come from.
+enum RangeLog {
+    Delta {
+        engine: Arc<KernelEngine>,
+        /// The commits from the first one this answer writes to the end (names only).
+        commits: Vec<LogCommit>,
+    },
+    Iceberg(Arc<IcebergTable>),
+}
+
 /// A resolved range, ready to encode.
 struct Feed {
     kind: FeedKind,
     start: u64,
+    end: u64,
+    latest: u64,
+    /// Where this answer starts (page 1: the start and 0).
+    next_version: u64,
+    next_index: usize,
     include_historical_metadata: bool,
-    /// Protocol changes inside the range become lines (streaming, delta format).
+    /// Protocol changes inside the range become lines (delta format).
     include_historical_protocol: bool,
     /// The snapshot lines 1 and 2 describe.
     head: TableSnapshot,
-    commits: Vec<Commit>,
+    log: RangeLog,
 }
 
 impl TableRoutes {
@@ -177,29 +367,31 @@ impl TableRoutes {
             )));
         }
         let params = ChangesParams::parse(request.query)?;
-        self.version_range(
-            request,
-            FeedKind::ChangeData,
-            params.start,
-            params.end,
-            params.include_historical_metadata,
-            false,
-        )
-        .await
+        let range = RangeRequest {
+            kind: FeedKind::ChangeData,
+            start: params.start,
+            end: params.end,
+            include_historical_metadata: params.include_historical_metadata,
+            include_historical_protocol: params.include_historical_protocol,
+            max_files: params.max_files,
+            parameters_checksum: params.parameters_checksum(),
+            page_token: params.page_token,
+        };
+        self.version_range(request, range).await
     }
 
-    /// `POST .../query` with `startingVersion` (already checked: not negative, not after
-    /// `endingVersion`, history shared).
+    /// `POST .../query` with `startingVersion` (the body already checked by
+    /// `QueryRequest::selector`: not negative, not after `endingVersion`, history shared,
+    /// page size, no refresh token).
     pub async fn streaming_query(
         &self,
         request: TableRequest<'_>,
         starting_version: i64,
-        ending_version: Option<i64>,
-        include_historical_protocol: bool,
+        query: &QueryRequest,
     ) -> Result<Response<ResponseBody>> {
         let start = u64::try_from(starting_version)
             .map_err(|_| SharingError::invalid("startingVersion cannot be negative"))?;
-        let end = match ending_version {
+        let end = match query.ending_version {
             Some(end) => {
                 Some(RangeBound::Version(u64::try_from(end).map_err(|_| {
                     SharingError::invalid("endingVersion cannot be negative")
@@ -207,51 +399,76 @@ impl TableRoutes {
             }
             None => None,
         };
-        self.version_range(
-            request,
-            FeedKind::Streaming,
-            RangeBound::Version(start),
+        let range = RangeRequest {
+            kind: FeedKind::Streaming,
+            start: RangeBound::Version(start),
             end,
-            true,
-            include_historical_protocol,
-        )
-        .await
+            include_historical_metadata: true,
+            include_historical_protocol: query.include_historical_protocol,
+            max_files: query
+                .max_files
+                .map(|max_files| u64::try_from(max_files).unwrap_or(1).max(1)),
+            page_token: query.page_token.clone().filter(|token| !token.is_empty()),
+            parameters_checksum: query.parameters_checksum(),
+        };
+        self.version_range(request, range).await
     }
 
     async fn version_range(
         &self,
         request: TableRequest<'_>,
-        kind: FeedKind,
-        start: RangeBound,
-        end: Option<RangeBound>,
-        include_historical_metadata: bool,
-        include_historical_protocol: bool,
+        range: RangeRequest,
     ) -> Result<Response<ResponseBody>> {
         let capabilities = capabilities(request.headers);
         let id_hash_header = match request.headers.get("fileidhash") {
             Some(value) => Some(FileIdHash::parse_header(value.to_str().unwrap_or(""))?),
             None => None,
         };
+        let page = match &range.page_token {
+            Some(token) => Some(open_range_page(
+                &self.token_secret,
+                token,
+                &request.table.id,
+                &range.parameters_checksum,
+            )?),
+            None => None,
+        };
         let table = request.table.clone();
         let tables = self.tables.clone();
-        let mut feed = tokio::task::spawn_blocking(move || {
-            resolve_blocking(
+        let asked = capabilities.clone();
+        let include_historical_protocol = range.include_historical_protocol;
+        let kind = range.kind;
+        let (start, end, include_historical_metadata) =
+            (range.start, range.end, range.include_historical_metadata);
+        let (feed, format) = tokio::task::spawn_blocking(move || {
+            let later_page_format = page.as_ref().map(|page| page.format.clone());
+            let mut feed = resolve_blocking(
                 &tables,
                 &table,
                 kind,
                 start,
                 end,
                 include_historical_metadata,
-            )
+                page,
+            )?;
+            let format = choose_format(&asked, &feed.head.needs)?;
+            feed.include_historical_protocol =
+                include_historical_protocol && format == ResponseFormat::Delta;
+            match later_page_format {
+                // Page 1 checked the whole pinned range in this format; commits do not change.
+                Some(first) if first == format.name() => {}
+                Some(_) => {
+                    return Err(SharingError::invalid(
+                        "Query parameter mismatch detected for the next page query: the \
+                         response format differs from the first page's",
+                    ))
+                }
+                None => check_range_blocking(&tables, &feed, format)?,
+            }
+            Ok::<_, SharingError>((feed, format))
         })
         .await
         .map_err(|error| SharingError::internal(format!("replay task: {error}")))??;
-        let format = choose_format(&capabilities, &feed.head.needs)?;
-        feed.include_historical_protocol =
-            include_historical_protocol && format == ResponseFormat::Delta;
-        if format == ResponseFormat::Parquet && feed.kind == FeedKind::Streaming {
-            check_reader_version_in_range(&feed)?;
-        }
         let id_hash = id_hash_header.unwrap_or(FileIdHash::default_for(format));
         let history_shared = request.table.history_shared;
         let mut head = String::new();
@@ -262,17 +479,46 @@ impl TableRoutes {
             &metadata_line(format, &feed.head, history_shared, Some(head_version)).to_string(),
         );
         head.push('\n');
+        let paging = range.max_files.map(|page_files_max| RangePaging {
+            page_files_max,
+            table_id: request.table.id.clone(),
+            start: feed.start,
+            end: feed.end,
+            latest: feed.latest,
+            parameters_checksum: range.parameters_checksum.clone(),
+            format,
+            token_secret: self.token_secret.clone(),
+        });
+        let end_stream_wanted = capabilities.include_end_stream_action || paging.is_some();
+        let signal_errors_in_stream = capabilities.include_end_stream_action;
         let start_version = feed.start;
 
         let (sender, mut receiver) =
             tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(CHUNKS_IN_FLIGHT_MAX);
         let presigner = self.presigner.clone();
+        let tables = self.tables.clone();
+        let line_buffers = self.line_buffers.clone();
         tokio::task::spawn_blocking(move || {
+            let mut out = ChunkSender::new(sender, head.as_bytes(), line_buffers);
             let result = FileLineContext::new(format, &feed.head, &presigner, id_hash, None)
-                .and_then(|context| encode_feed(&feed, &context, history_shared, head, &sender));
+                .and_then(|context| {
+                    encode_feed(
+                        &tables,
+                        &feed,
+                        &context,
+                        history_shared,
+                        paging.as_ref(),
+                        end_stream_wanted,
+                        &mut out,
+                    )
+                });
             if let Err(error) = result {
                 tracing::warn!(%error, "version range stream failed");
-                let _ = sender.blocking_send(Err(std::io::Error::other(error.to_string())));
+                if signal_errors_in_stream {
+                    out.end_with_error(&error);
+                } else {
+                    out.fail(error.to_string());
+                }
             }
         });
         let stream = futures::stream::poll_fn(move |context| receiver.poll_recv(context));
@@ -280,7 +526,12 @@ impl TableRoutes {
             chunk.map(http_body::Frame::data)
         }))
         .boxed();
-        let mut response = ndjson_response(body, start_version, format, false);
+        let mut response = ndjson_response(
+            body,
+            start_version,
+            format,
+            capabilities.include_end_stream_action,
+        );
         if let Some(id_hash) = id_hash_header {
             response.headers_mut().insert(
                 "fileidhash",
@@ -291,7 +542,8 @@ impl TableRoutes {
     }
 }
 
-/// Resolves the range, checks it, and reads its commits. Blocking.
+/// Resolves the range (page 1) or takes it from the page token (later pages), and lists the
+/// commits this answer writes. Blocking.
 fn resolve_blocking(
     tables: &Tables,
     table: &Table,
@@ -299,9 +551,78 @@ fn resolve_blocking(
     start: RangeBound,
     end: Option<RangeBound>,
     include_historical_metadata: bool,
+    page: Option<RangePage>,
 ) -> Result<Feed> {
-    let latest = tables.snapshot_blocking(table, &VersionSelector::Latest)?;
-    let latest_version = latest.version;
+    let head_is_latest = kind == FeedKind::ChangeData && !include_historical_metadata;
+    let (start, end, latest, next_version, next_index, head) = match page {
+        Some(page) => {
+            // The range of page 1, whatever was committed since.
+            let head_version = if head_is_latest {
+                page.latest
+            } else {
+                page.start
+            };
+            let head = tables.snapshot_blocking(table, &VersionSelector::Version(head_version))?;
+            (
+                page.start,
+                page.end,
+                page.latest,
+                page.next_version,
+                page.next_index,
+                head,
+            )
+        }
+        None => {
+            let latest = tables.snapshot_blocking(table, &VersionSelector::Latest)?;
+            let (start, end) = resolve_range(tables, table, kind, start, end, latest.version)?;
+            let at_start = if start == latest.version {
+                latest.clone()
+            } else {
+                tables.snapshot_blocking(table, &VersionSelector::Version(start))?
+            };
+            if kind == FeedKind::ChangeData
+                && matches!(at_start.source, SnapshotSource::Delta(_))
+                && !change_data_enabled(&at_start.metadata)
+            {
+                return Err(not_recorded(start, end, start));
+            }
+            let latest_version = latest.version;
+            let head = if head_is_latest { latest } else { at_start };
+            (start, end, latest_version, start, 0, head)
+        }
+    };
+    let log = match &head.source {
+        SnapshotSource::Iceberg { table: iceberg, .. } => RangeLog::Iceberg(iceberg.clone()),
+        SnapshotSource::Delta(_) => {
+            let engine = tables.engine(&head.bucket);
+            let table_root = table_url(&head.bucket, &head.location)?;
+            let commits = list_commits_blocking(engine.as_ref(), &table_root, next_version, end)?;
+            RangeLog::Delta { engine, commits }
+        }
+    };
+    Ok(Feed {
+        kind,
+        start,
+        end,
+        latest,
+        next_version,
+        next_index,
+        include_historical_metadata,
+        include_historical_protocol: false,
+        head,
+        log,
+    })
+}
+
+/// The start and end versions a request names, after the reference server's checks.
+fn resolve_range(
+    tables: &Tables,
+    table: &Table,
+    kind: FeedKind,
+    start: RangeBound,
+    end: Option<RangeBound>,
+    latest_version: u64,
+) -> Result<(u64, u64)> {
     let start = match start {
         RangeBound::Version(version) => version,
         RangeBound::Timestamp(timestamp) => {
@@ -345,81 +666,240 @@ fn resolve_blocking(
             }
         }
     }
-    let end = end_asked.unwrap_or(latest_version).min(latest_version);
-    let at_start = if start == latest_version {
-        latest.clone()
-    } else {
-        tables.snapshot_blocking(table, &VersionSelector::Version(start))?
-    };
-    let commits = match &latest.source {
-        SnapshotSource::Iceberg { table: iceberg, .. } => {
-            iceberg_commits(tables, iceberg, start, end)?
-        }
-        SnapshotSource::Delta(_) => delta_commits(tables, &latest, &at_start, kind, start, end)?,
-    };
-    let head = match kind {
-        FeedKind::ChangeData if !include_historical_metadata => latest,
-        _ => at_start,
-    };
-    Ok(Feed {
-        kind,
+    Ok((
         start,
-        include_historical_metadata,
-        include_historical_protocol: false,
-        head,
-        commits,
-    })
+        end_asked.unwrap_or(latest_version).min(latest_version),
+    ))
 }
 
-/// The commits `start..=end` of a Delta table; for a change data feed, every version in the
-/// range must have recorded change data. Blocking.
-fn delta_commits(
-    tables: &Tables,
-    latest: &TableSnapshot,
-    at_start: &TableSnapshot,
-    kind: FeedKind,
+fn not_recorded(start: u64, end: u64, version: u64) -> SharingError {
+    SharingError::invalid(format!(
+        "Error getting change data for range [{start}, {end}] as change data was not recorded \
+         for version [{version}]"
+    ))
+}
+
+/// The parts of a log action the checks before the status read; every other action is
+/// skipped by the parser without being kept.
+#[derive(serde::Deserialize)]
+struct CheckedAction {
+    #[serde(rename = "metaData")]
+    metadata: Option<Value>,
+    protocol: Option<Value>,
+}
+
+/// The checks that must pass before the status, over the whole range (made for page 1 only:
+/// later pages read part of the same pinned, immutable commits in the same format). Reads each
+/// commit and keeps nothing. Blocking.
+fn check_range_blocking(tables: &Tables, feed: &Feed, format: ResponseFormat) -> Result<()> {
+    let change_data = feed.kind == FeedKind::ChangeData;
+    let parquet_streaming = feed.kind == FeedKind::Streaming && format == ResponseFormat::Parquet;
+    match &feed.log {
+        RangeLog::Iceberg(_) => {
+            // Builds each snapshot's changes once, so a refused snapshot is a status.
+            feed.log
+                .visit_commits(tables, feed.next_version, feed.end, |_| {
+                    Ok(ControlFlow::Continue(()))
+                })
+        }
+        RangeLog::Delta { .. } if !(change_data || parquet_streaming) => Ok(()),
+        RangeLog::Delta { engine, commits } => {
+            for commit in commits {
+                let bytes = read_commit_bytes(engine.as_ref(), commit)?;
+                for line in commit_lines(&bytes) {
+                    let action: CheckedAction = serde_json::from_slice(line)
+                        .map_err(|error| invalid_commit(commit.version, &error))?;
+                    if let Some(metadata) = action.metadata.filter(|_| change_data) {
+                        if !change_data_enabled(&metadata) {
+                            return Err(not_recorded(feed.start, feed.end, commit.version));
+                        }
+                    }
+                    if let Some(protocol) = action.protocol.filter(|_| parquet_streaming) {
+                        check_parquet_reader_version(&protocol, commit.version)?;
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Parquet-format streaming readers cannot follow a table whose reader version rises inside
+/// the range: 400 `UNSUPPORTED_OPERATION` in the reference server's words.
+fn check_parquet_reader_version(protocol: &Value, version: u64) -> Result<()> {
+    let reader_version = protocol["minReaderVersion"].as_i64();
+    if let Some(reader_version) = reader_version.filter(|reader_version| *reader_version > 1) {
+        let writer_version = protocol["minWriterVersion"].as_i64().unwrap_or(0);
+        return Err(SharingError::new(
+            ErrorKind::Unsupported,
+            format!(
+                "Delta protocol version ({reader_version},{writer_version}) is too new for this \
+                 version of Delta Sharing's parquet response format (reader version 1), at \
+                 table version {version}; ask for responseformat=delta"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn change_data_enabled(metadata: &Value) -> bool {
+    metadata["configuration"]["delta.enableChangeDataFeed"]
+        .as_str()
+        .is_some_and(|value| value.eq_ignore_ascii_case("true"))
+}
+
+/// The version of a commit file name (`00000000000000000012.json`).
+fn commit_version(file_name: &str) -> Option<u64> {
+    let digits = file_name.strip_suffix(".json")?;
+    if digits.len() != 20 || !digits.bytes().all(|byte| byte.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+fn log_error(error: &dyn std::fmt::Display) -> SharingError {
+    SharingError::internal(format!("the table's log cannot be read: {error}"))
+}
+
+fn invalid_commit(version: u64, error: &dyn std::fmt::Display) -> SharingError {
+    SharingError::internal(format!("commit {version} is not valid JSON: {error}"))
+}
+
+/// Lists the commits `start..=end` of the table at `table_root` (names and times only; every
+/// one must be there). Blocking.
+fn list_commits_blocking(
+    engine: &dyn Engine,
+    table_root: &Url,
     start: u64,
     end: u64,
-) -> Result<Vec<Commit>> {
-    let not_recorded = |version: u64| {
-        SharingError::invalid(format!(
-            "Error getting change data for range [{start}, {end}] as change data was not \
-             recorded for version [{version}]"
-        ))
-    };
-    if kind == FeedKind::ChangeData && !change_data_enabled(&at_start.metadata) {
-        return Err(not_recorded(start));
-    }
-    let engine = tables.engine(&latest.bucket);
-    let table_root = table_url(&latest.bucket, &latest.location)?;
-    let commits = read_commits_blocking(engine.as_ref(), &table_root, start, end)?;
-    if kind == FeedKind::ChangeData {
-        for commit in &commits {
-            let disabled = commit.actions.iter().any(|action| {
-                action
-                    .get("metaData")
-                    .is_some_and(|metadata| !change_data_enabled(metadata))
-            });
-            if disabled {
-                return Err(not_recorded(commit.version));
+) -> Result<Vec<LogCommit>> {
+    let log_root = table_root
+        .join("_delta_log/")
+        .map_err(|error| log_error(&error))?;
+    // Listing starts strictly after the offset: the bare version sorts just before its file.
+    let first = log_root
+        .join(&format!("{start:020}"))
+        .map_err(|error| log_error(&error))?;
+    let storage = engine.storage_handler();
+    let mut commits = Vec::new();
+    for meta in storage
+        .list_from(&first)
+        .map_err(|error| log_error(&error))?
+    {
+        let meta = meta.map_err(|error| log_error(&error))?;
+        let in_log = meta
+            .location
+            .as_str()
+            .strip_prefix(log_root.as_str())
+            .is_some_and(|name| !name.contains('/'));
+        let version = meta
+            .location
+            .path_segments()
+            .and_then(|mut segments| segments.next_back())
+            .and_then(commit_version);
+        if let (true, Some(version)) = (in_log, version) {
+            if (start..=end).contains(&version) {
+                commits.push(LogCommit {
+                    version,
+                    location: meta.location,
+                    last_modified: meta.last_modified,
+                });
             }
         }
+    }
+    commits.sort_by_key(|commit| commit.version);
+    commits.dedup_by_key(|commit| commit.version);
+    for (expected, commit) in (start..=end).zip(&commits) {
+        if commit.version != expected {
+            return Err(SharingError::internal(format!(
+                "commit {expected} is missing from the table's log"
+            )));
+        }
+    }
+    if commits.len() as u64 != end - start + 1 {
+        return Err(SharingError::internal(format!(
+            "commits {start} to {end} are not all in the table's log"
+        )));
     }
     Ok(commits)
 }
 
-/// The versions `start..=end` of an Iceberg table as commits of file actions: the files
-/// each snapshot added and removed (compactions, which change no rows, are left out), and a
-/// `metaData` action where the table's Delta metadata changed. A snapshot that needs
-/// row-level changes is refused. Blocking.
+fn read_commit_bytes(engine: &dyn Engine, commit: &LogCommit) -> Result<Bytes> {
+    engine
+        .storage_handler()
+        .read_files(vec![(commit.location.clone(), None)])
+        .map_err(|error| log_error(&error))?
+        .next()
+        .ok_or_else(|| SharingError::internal(format!("commit {} is empty", commit.version)))?
+        .map_err(|error| log_error(&error))
+}
+
+/// The non-blank lines of a commit file.
+fn commit_lines(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
+    bytes
+        .split(|byte| *byte == b'\n')
+        .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
+}
+
+/// Reads and parses one commit. Blocking.
+fn read_commit_blocking(engine: &dyn Engine, commit: &LogCommit) -> Result<Commit> {
+    let bytes = read_commit_bytes(engine, commit)?;
+    let mut actions = Vec::new();
+    for line in commit_lines(&bytes) {
+        let action: Value =
+            serde_json::from_slice(line).map_err(|error| invalid_commit(commit.version, &error))?;
+        actions.push(action);
+    }
+    let in_commit_timestamp = actions
+        .iter()
+        .find_map(|action| action["commitInfo"]["inCommitTimestamp"].as_i64());
+    Ok(Commit {
+        version: commit.version,
+        timestamp_ms: in_commit_timestamp.unwrap_or(commit.last_modified),
+        actions,
+    })
+}
+
+impl RangeLog {
+    /// Calls `visit` with each commit `from..=end` in order, one at a time (each is dropped
+    /// before the next is read), until it breaks. Blocking.
+    fn visit_commits(
+        &self,
+        tables: &Tables,
+        from: u64,
+        end: u64,
+        mut visit: impl FnMut(Commit) -> Result<ControlFlow<()>>,
+    ) -> Result<()> {
+        match self {
+            RangeLog::Delta { engine, commits } => {
+                for commit in commits
+                    .iter()
+                    .filter(|commit| (from..=end).contains(&commit.version))
+                {
+                    let commit = read_commit_blocking(engine.as_ref(), commit)?;
+                    if visit(commit)?.is_break() {
+                        break;
+                    }
+                }
+                Ok(())
+            }
+            RangeLog::Iceberg(table) => iceberg_commits(tables, table, from, end, visit),
+        }
+    }
+}
+
+/// The versions `from..=end` of an Iceberg table as commits of file actions, one at a time:
+/// the files each snapshot added and removed (compactions, which change no rows, are left
+/// out), and a `metaData` action where the table's Delta metadata changed. A snapshot that
+/// needs row-level changes is refused. Blocking.
 fn iceberg_commits(
     tables: &Tables,
     table: &IcebergTable,
-    start: u64,
+    from: u64,
     end: u64,
-) -> Result<Vec<Commit>> {
+    mut visit: impl FnMut(Commit) -> Result<ControlFlow<()>>,
+) -> Result<()> {
     let store = NodeObjectStore::new(tables.node().clone(), table.bucket.clone());
-    let mut commits = Vec::new();
     let mut previous_metadata: Option<Value> = None;
     for version in table.versions() {
         if version.version > end {
@@ -429,15 +909,16 @@ fn iceberg_commits(
         let metadata_changed = previous_metadata
             .as_ref()
             .is_some_and(|previous| previous["schemaString"] != metadata["schemaString"]);
-        previous_metadata = Some(metadata.clone());
-        if version.version < start {
+        if version.version < from {
+            previous_metadata = Some(metadata);
             continue;
         }
         let timestamp_ms = version.timestamp_ms().unwrap_or(0);
         let mut actions = Vec::new();
         if metadata_changed {
-            actions.push(json!({ "metaData": metadata }));
+            actions.push(json!({ "metaData": metadata.clone() }));
         }
+        previous_metadata = Some(metadata);
         let changes = tables.block_on(iceberg::snapshot_changes(&store, table, version))?;
         for change in changes.iter().filter(|change| change.data_change) {
             let file = &change.file;
@@ -465,134 +946,17 @@ fn iceberg_commits(
             };
             actions.push(json!({ kind: action }));
         }
-        commits.push(Commit {
+        drop(changes);
+        let commit = Commit {
             version: version.version,
             timestamp_ms,
             actions,
-        });
-    }
-    Ok(commits)
-}
-
-/// Parquet-format streaming readers cannot follow a table whose reader version rises inside
-/// the range: 400 `UNSUPPORTED_OPERATION` in the reference server's words.
-fn check_reader_version_in_range(feed: &Feed) -> Result<()> {
-    for commit in &feed.commits {
-        for action in &commit.actions {
-            let protocol = &action["protocol"];
-            let reader_version = protocol["minReaderVersion"].as_i64();
-            if let Some(reader_version) = reader_version.filter(|version| *version > 1) {
-                let writer_version = protocol["minWriterVersion"].as_i64().unwrap_or(0);
-                return Err(SharingError::new(
-                    ErrorKind::Unsupported,
-                    format!(
-                        "Delta protocol version ({reader_version},{writer_version}) is too new \
-                         for this version of Delta Sharing's parquet response format (reader \
-                         version 1), at table version {}; ask for responseformat=delta",
-                        commit.version
-                    ),
-                ));
-            }
+        };
+        if visit(commit)?.is_break() {
+            break;
         }
     }
     Ok(())
-}
-
-fn change_data_enabled(metadata: &Value) -> bool {
-    metadata["configuration"]["delta.enableChangeDataFeed"]
-        .as_str()
-        .is_some_and(|value| value.eq_ignore_ascii_case("true"))
-}
-
-/// The version of a commit file name (`00000000000000000012.json`).
-fn commit_version(file_name: &str) -> Option<u64> {
-    let digits = file_name.strip_suffix(".json")?;
-    if digits.len() != 20 || !digits.bytes().all(|byte| byte.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok()
-}
-
-/// Reads the commits `start..=end` of the table at `table_root`. Blocking.
-fn read_commits_blocking(
-    engine: &dyn Engine,
-    table_root: &Url,
-    start: u64,
-    end: u64,
-) -> Result<Vec<Commit>> {
-    let log_error = |error: &dyn std::fmt::Display| {
-        SharingError::internal(format!("the table's log cannot be read: {error}"))
-    };
-    let log_root = table_root
-        .join("_delta_log/")
-        .map_err(|error| log_error(&error))?;
-    // Listing starts strictly after the offset: the bare version sorts just before its file.
-    let first = log_root
-        .join(&format!("{start:020}"))
-        .map_err(|error| log_error(&error))?;
-    let storage = engine.storage_handler();
-    let mut files = Vec::new();
-    for meta in storage
-        .list_from(&first)
-        .map_err(|error| log_error(&error))?
-    {
-        let meta = meta.map_err(|error| log_error(&error))?;
-        let in_log = meta
-            .location
-            .as_str()
-            .strip_prefix(log_root.as_str())
-            .is_some_and(|name| !name.contains('/'));
-        let version = meta
-            .location
-            .path_segments()
-            .and_then(|mut segments| segments.next_back())
-            .and_then(commit_version);
-        if let (true, Some(version)) = (in_log, version) {
-            if (start..=end).contains(&version) {
-                files.push((version, meta));
-            }
-        }
-    }
-    files.sort_by_key(|(version, _)| *version);
-    files.dedup_by_key(|(version, _)| *version);
-    let mut commits = Vec::with_capacity(files.len());
-    for (expected, (version, meta)) in (start..=end).zip(&files) {
-        if *version != expected {
-            return Err(SharingError::internal(format!(
-                "commit {expected} is missing from the table's log"
-            )));
-        }
-        let bytes = storage
-            .read_files(vec![(meta.location.clone(), None)])
-            .map_err(|error| log_error(&error))?
-            .next()
-            .ok_or_else(|| SharingError::internal(format!("commit {version} is empty")))?
-            .map_err(|error| log_error(&error))?;
-        let mut actions = Vec::new();
-        for line in bytes.split(|byte| *byte == b'\n') {
-            if line.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            let action: Value = serde_json::from_slice(line).map_err(|error| {
-                SharingError::internal(format!("commit {version} is not valid JSON: {error}"))
-            })?;
-            actions.push(action);
-        }
-        let in_commit_timestamp = actions
-            .iter()
-            .find_map(|action| action["commitInfo"]["inCommitTimestamp"].as_i64());
-        commits.push(Commit {
-            version: *version,
-            timestamp_ms: in_commit_timestamp.unwrap_or(meta.last_modified),
-            actions,
-        });
-    }
-    if commits.len() as u64 != end - start + 1 {
-        return Err(SharingError::internal(format!(
-            "commits {start} to {end} are not all in the table's log"
-        )));
-    }
-    Ok(commits)
 }
 
 /// A MERGE that inserted, updated and deleted nothing (its file actions are not changes).
@@ -618,63 +982,90 @@ fn metric_is_zero(value: &Value) -> bool {
     }
 }
 
-/// Writes the head and every line of the range into chunks; runs on the replay pool.
+/// Writes the lines of the range (or of one page of it) after the head, one commit at a
+/// time, then the `endStreamAction` when it is wanted, and ends the body; runs on the
+/// replay pool.
 fn encode_feed(
+    tables: &Tables,
     feed: &Feed,
     context: &FileLineContext<'_>,
     history_shared: bool,
-    head: String,
-    sender: &tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
+    paging: Option<&RangePaging>,
+    end_stream_wanted: bool,
+    out: &mut ChunkSender,
 ) -> Result<()> {
-    let mut chunk = BytesMut::with_capacity(CHUNK_BYTES * 2);
-    chunk.put_slice(head.as_bytes());
     let metadata_wanted = feed.kind == FeedKind::Streaming || feed.include_historical_metadata;
-    for commit in &feed.commits {
-        let has_cdc = feed.kind == FeedKind::ChangeData
-            && commit
-                .actions
-                .iter()
-                .any(|action| action.get("cdc").is_some());
-        let skip_files = feed.kind == FeedKind::ChangeData && is_no_op_merge(commit);
-        for action in &commit.actions {
-            let line = if let Some(protocol) = action.get("protocol") {
-                if !(feed.include_historical_protocol && commit.version > feed.start) {
-                    continue;
-                }
-                json!({"protocol": {"deltaProtocol": protocol, "version": commit.version}})
-            } else if let Some(metadata) = action.get("metaData") {
-                if !(metadata_wanted && commit.version > feed.start) {
-                    continue;
-                }
-                let mut historical = feed.head.clone();
-                historical.metadata = metadata.clone();
-                metadata_line(
-                    context.format,
-                    &historical,
-                    history_shared,
-                    Some(commit.version),
-                )
+    let mut page_files: u64 = 0;
+    let mut min_expiration_ms: Option<i64> = None;
+    let mut next_page_token = None;
+    feed.log
+        .visit_commits(tables, feed.next_version, feed.end, |commit| {
+            let has_cdc = feed.kind == FeedKind::ChangeData
+                && commit
+                    .actions
+                    .iter()
+                    .any(|action| action.get("cdc").is_some());
+            let skip_files = feed.kind == FeedKind::ChangeData && is_no_op_merge(&commit);
+            let first = if commit.version == feed.next_version {
+                feed.next_index
             } else {
-                let Some((kind, file)) = file_action(action, has_cdc) else {
-                    continue;
-                };
-                if skip_files {
-                    continue;
-                }
-                change_file_line(context, kind, file, commit)?
+                0
             };
-            let _ = serde_json::to_writer((&mut chunk).writer(), &line);
-            chunk.put_u8(b'\n');
-            if chunk.len() >= CHUNK_BYTES
-                && sender.blocking_send(Ok(chunk.split().freeze())).is_err()
-            {
-                return Ok(());
+            for (index, action) in commit.actions.iter().enumerate().skip(first) {
+                let line = if let Some(protocol) = action.get("protocol") {
+                    if !(feed.include_historical_protocol && commit.version > feed.start) {
+                        continue;
+                    }
+                    json!({"protocol": {"deltaProtocol": protocol, "version": commit.version}})
+                } else if let Some(metadata) = action.get("metaData") {
+                    if !(metadata_wanted && commit.version > feed.start) {
+                        continue;
+                    }
+                    let mut historical = feed.head.clone();
+                    historical.metadata = metadata.clone();
+                    metadata_line(
+                        context.format,
+                        &historical,
+                        history_shared,
+                        Some(commit.version),
+                    )
+                } else {
+                    let Some((kind, file)) = file_action(action, has_cdc) else {
+                        continue;
+                    };
+                    if skip_files {
+                        continue;
+                    }
+                    if let Some(paging) = paging {
+                        if page_files == paging.page_files_max {
+                            next_page_token = Some(paging.next_page_token(commit.version, index));
+                            return Ok(ControlFlow::Break(()));
+                        }
+                    }
+                    let (line, expiration_ms) = change_file_line(context, kind, file, &commit)?;
+                    page_files += 1;
+                    min_expiration_ms =
+                        Some(min_expiration_ms.map_or(expiration_ms, |m| m.min(expiration_ms)));
+                    line
+                };
+                let _ = serde_json::to_writer((&mut out.chunk).writer(), &line);
+                out.chunk.put_u8(b'\n');
+                if !out.flush_when_full() {
+                    // The client has gone.
+                    return Ok(ControlFlow::Break(()));
+                }
             }
-        }
+            Ok(ControlFlow::Continue(()))
+        })?;
+    if !out.is_open() {
+        return Ok(());
     }
-    if !chunk.is_empty() {
-        let _ = sender.blocking_send(Ok(chunk.freeze()));
+    if end_stream_wanted {
+        let line = end_stream_line(next_page_token.as_deref(), None, min_expiration_ms);
+        let _ = serde_json::to_writer((&mut out.chunk).writer(), &line);
+        out.chunk.put_u8(b'\n');
     }
+    out.finish();
     Ok(())
 }
 
@@ -693,13 +1084,13 @@ fn file_action(action: &Value, cdc_only: bool) -> Option<(&'static str, &Value)>
 }
 
 /// An `add`/`cdf`/`remove` line (parquet) or a `file` line wrapping the action (delta), with
-/// the commit's version and timestamp.
+/// the commit's version and timestamp, and the line's smallest URL expiry.
 fn change_file_line(
     context: &FileLineContext<'_>,
     kind: &str,
     file: &Value,
     commit: &Commit,
-) -> Result<Value> {
+) -> Result<(Value, i64)> {
     let path = file["path"]
         .as_str()
         .ok_or_else(|| SharingError::internal(format!("a {kind} action has no path")))?;
@@ -736,7 +1127,7 @@ fn change_file_line(
             let line_kind = if kind == "cdc" { "cdf" } else { kind };
             let mut line = Map::new();
             line.insert(line_kind.into(), Value::Object(fields));
-            Ok(Value::Object(line))
+            Ok((Value::Object(line), expiration))
         }
         ResponseFormat::Delta => {
             let mut action = file.clone();
@@ -762,13 +1153,14 @@ fn change_file_line(
             }
             let mut single = Map::new();
             single.insert(kind.into(), action);
-            Ok(json!({"file": {
+            let line = json!({"file": {
                 "id": id,
                 "expirationTimestamp": expiration,
                 "version": commit.version,
                 "timestamp": commit.timestamp_ms,
                 "deltaSingleAction": Value::Object(single),
-            }}))
+            }});
+            Ok((line, expiration))
         }
     }
 }
@@ -845,6 +1237,146 @@ mod tests {
         assert!(message(&[("startingTimestamp", "soon")])
             .message
             .contains("Invalid startingTimestamp"));
+    }
+
+    /// Issue 12: a range page token pins the range and the position, and is refused with the
+    /// reference server's words on another table, other parameters, another key, garbage, a
+    /// token of another kind and once expired.
+    #[test]
+    fn r12_range_page_tokens_pin_the_range_and_check_parameters() {
+        let paging = RangePaging {
+            page_files_max: 2,
+            table_id: "t1".into(),
+            start: 3,
+            end: 7,
+            latest: 9,
+            parameters_checksum: "c1".into(),
+            format: ResponseFormat::Delta,
+            token_secret: b"k".to_vec(),
+        };
+        let token = paging.next_page_token(5, 12);
+        let page = open_range_page(b"k", &token, "t1", "c1").unwrap();
+        assert_eq!(
+            (
+                page.start,
+                page.end,
+                page.latest,
+                page.next_version,
+                page.next_index
+            ),
+            (3, 7, 9, 5, 12)
+        );
+        assert_eq!(page.format, "delta");
+        let refused = |secret: &[u8], token: &str, table: &str, checksum: &str| {
+            open_range_page(secret, token, table, checksum)
+                .unwrap_err()
+                .message
+        };
+        assert_eq!(
+            refused(b"k", &token, "t2", "c1"),
+            "The table specified in the page token does not match the table being queried"
+        );
+        assert_eq!(
+            refused(b"k", &token, "t1", "c2"),
+            "Query parameter mismatch detected for the next page query"
+        );
+        for (secret, token) in [
+            (&b"other"[..], token.as_str()),
+            (b"k", "garbage"),
+            (b"k", &token[..token.len() - 2]),
+        ] {
+            assert_eq!(
+                refused(secret, token, "t1", "c1"),
+                "Error decoding the page token"
+            );
+        }
+        // A snapshot query's page token is not a range token.
+        let query_page = crate::page_token::seal(
+            b"k",
+            &json!({"t": "t1", "v": 3, "o": 0, "i": 1, "r": 0, "c": "c1", "e": i64::MAX}),
+        );
+        assert_eq!(
+            refused(b"k", &query_page, "t1", "c1"),
+            "Error decoding the page token"
+        );
+        let expired = crate::page_token::seal(
+            b"k",
+            &RangePage {
+                expires_ms: 1000,
+                ..page.clone()
+            },
+        );
+        assert_eq!(
+            refused(b"k", &expired, "t1", "c1"),
+            "The page token has expired"
+        );
+        // A position outside the pinned range cannot be sealed by a client anyway; refused.
+        let outside = crate::page_token::seal(
+            b"k",
+            &RangePage {
+                next_version: 8,
+                ..page
+            },
+        );
+        assert_eq!(
+            refused(b"k", &outside, "t1", "c1"),
+            "Error decoding the page token"
+        );
+    }
+
+    /// Issue 12: the digest of `/changes` covers every parameter but the page ones.
+    #[test]
+    fn r12_changes_checksum_covers_every_parameter_but_the_page() {
+        let checksum = |pairs: &[(&str, &str)]| {
+            ChangesParams::parse(&query(pairs))
+                .unwrap()
+                .parameters_checksum()
+        };
+        let first = checksum(&[
+            ("startingVersion", "1"),
+            ("endingVersion", "5"),
+            ("maxFiles", "2"),
+        ]);
+        assert_eq!(
+            first,
+            checksum(&[
+                ("startingVersion", "1"),
+                ("endingVersion", "5"),
+                ("maxFiles", "3"),
+                ("pageToken", "x"),
+            ])
+        );
+        for changed in [
+            &[("startingVersion", "2"), ("endingVersion", "5")][..],
+            &[("startingVersion", "1"), ("endingVersion", "4")],
+            &[("startingVersion", "1")],
+            &[
+                ("startingTimestamp", "2024-01-01T00:00:00Z"),
+                ("endingVersion", "5"),
+            ],
+            &[
+                ("startingVersion", "1"),
+                ("endingVersion", "5"),
+                ("includeHistoricalMetadata", "true"),
+            ],
+            &[
+                ("startingVersion", "1"),
+                ("endingVersion", "5"),
+                ("includeHistoricalProtocol", "true"),
+            ],
+        ] {
+            assert_ne!(first, checksum(changed), "{changed:?}");
+        }
+        let parsed = ChangesParams::parse(&query(&[
+            ("startingVersion", "0"),
+            ("maxFiles", "7"),
+            ("pageToken", "p"),
+            ("includeHistoricalProtocol", "TRUE"),
+        ]))
+        .unwrap();
+        assert_eq!(parsed.max_files, Some(7));
+        assert_eq!(parsed.page_token.as_deref(), Some("p"));
+        assert!(parsed.include_historical_protocol);
     }
 
     #[test]

@@ -81,8 +81,8 @@ pub struct TableRoutes {
     lists: Arc<FileLists>,
     pub(crate) presigner: Arc<Presigner>,
     /// Keys refresh tokens.
-    token_secret: Vec<u8>,
-    line_buffers: Arc<LineBuffers>,
+    pub(crate) token_secret: Vec<u8>,
+    pub(crate) line_buffers: Arc<LineBuffers>,
     async_queries: AsyncQueries,
 }
 
@@ -196,12 +196,7 @@ impl TableRoutes {
         let selector = query.selector(|| request.require_history())?;
         if let Some(starting_version) = query.starting_version {
             return self
-                .streaming_query(
-                    request,
-                    starting_version,
-                    query.ending_version,
-                    query.include_historical_protocol,
-                )
+                .streaming_query(request, starting_version, &query)
                 .await;
         }
         // Later pages of a query that was answered at once come here, not to `queries/{id}`:
