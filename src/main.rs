@@ -2,9 +2,11 @@
 //! the engine, the storage node and the protocol routes together. It holds no logic a
 //! layer should own.
 
+mod admin_route;
 mod cli;
 mod config;
 mod front;
+mod sharing_store;
 mod sigv4;
 
 use std::io::IsTerminal as _;

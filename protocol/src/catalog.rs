@@ -13,8 +13,7 @@ use std::sync::{Arc, RwLock};
 
 use base64::Engine;
 use bytes::Bytes;
-use lakeshare_storage::object_store_view::NodeObjectStore;
-use lakeshare_storage::Node;
+use object_store::ObjectStore;
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Deserializer, Serialize};
 use subtle::ConstantTimeEq;
@@ -24,6 +23,7 @@ use uuid::Uuid;
 
 use crate::error::{ErrorKind, Result, SharingError};
 use crate::names::{name_key, validate_name, NameKind};
+use crate::store::{Expected, SharingStore, Written};
 
 /// System-area key of the catalog document.
 pub const CATALOG_KEY: &str = "delta-sharing/catalog.json";
@@ -263,18 +263,28 @@ pub fn find_table<'a>(schema: &'a Schema, name: &str) -> Option<&'a Table> {
 pub trait TableRootCheck: Send + Sync {
     async fn check(
         &self,
-        store: &NodeObjectStore,
+        store: &dyn ObjectStore,
         source_type: SourceType,
         location: &str,
     ) -> Result<()>;
 }
 
 pub struct Catalog {
-    node: Arc<Node>,
+    store: Arc<dyn SharingStore>,
     root_check: Arc<dyn TableRootCheck>,
-    current: RwLock<Arc<CatalogSnapshot>>,
+    current: RwLock<Published>,
     writer: Mutex<()>,
 }
+
+/// The catalog as last read or written, and the stored version it came from.
+#[derive(Clone)]
+struct Published {
+    snapshot: Arc<CatalogSnapshot>,
+    version: String,
+}
+
+/// Tries of one change against writers elsewhere before it gives up (each retry re-reads).
+const CHANGE_ATTEMPTS_MAX: usize = 32;
 
 /// What the admin asks for when creating or replacing a share.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -295,45 +305,65 @@ pub struct NewToken {
 }
 
 impl Catalog {
-    /// Loads the catalog from the system area, creating an empty one on a new node.
+    /// Loads the catalog from the system area, creating an empty one on a new store (if
+    /// another node creates it at the same moment, that one is loaded).
     pub async fn open(
-        node: Arc<Node>,
+        store: Arc<dyn SharingStore>,
         root_check: Arc<dyn TableRootCheck>,
     ) -> Result<Arc<Catalog>> {
-        let document = match node.get_system(CATALOG_KEY).await? {
-            Some(bytes) => serde_json::from_slice::<CatalogDocument>(&bytes)
-                .map_err(|error| SharingError::internal(format!("catalog document: {error}")))?,
-            None => {
-                let mut secret = [0u8; 32];
-                fill_random(&mut secret)?;
-                let document = CatalogDocument {
-                    revision: 0,
-                    secret: base64::engine::general_purpose::STANDARD.encode(secret),
-                    shares: Vec::new(),
-                    tokens: Vec::new(),
+        let published = loop {
+            if let Some(published) = read_published(store.as_ref()).await? {
+                break published;
+            }
+            let mut secret = [0u8; 32];
+            fill_random(&mut secret)?;
+            let document = CatalogDocument {
+                revision: 0,
+                secret: base64::engine::general_purpose::STANDARD.encode(secret),
+                shares: Vec::new(),
+                tokens: Vec::new(),
+            };
+            if let Written::Stored(version) =
+                write_document(store.as_ref(), &document, Expected::Absent).await?
+            {
+                break Published {
+                    snapshot: Arc::new(CatalogSnapshot::new(document)?),
+                    version,
                 };
-                store(&node, &document).await?;
-                document
             }
         };
-        let snapshot = CatalogSnapshot::new(document)?;
         Ok(Arc::new(Catalog {
-            node,
+            store,
             root_check,
-            current: RwLock::new(Arc::new(snapshot)),
+            current: RwLock::new(published),
             writer: Mutex::new(()),
         }))
     }
 
-    pub fn node(&self) -> &Arc<Node> {
-        &self.node
+    /// Reads the stored catalog again (changes made by other nodes) and publishes it.
+    pub async fn reload(&self) -> Result<()> {
+        if let Some(published) = read_published(self.store.as_ref()).await? {
+            self.publish(published);
+        }
+        Ok(())
     }
 
-    pub fn snapshot(&self) -> Arc<CatalogSnapshot> {
+    fn publish(&self, published: Published) {
+        match self.current.write() {
+            Ok(mut guard) => *guard = published,
+            Err(poisoned) => *poisoned.into_inner() = published,
+        }
+    }
+
+    fn published(&self) -> Published {
         match self.current.read() {
             Ok(guard) => guard.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
+    }
+
+    pub fn snapshot(&self) -> Arc<CatalogSnapshot> {
+        self.published().snapshot
     }
 
     pub async fn create_share(&self, request: ShareRequest) -> Result<Share> {
@@ -522,19 +552,19 @@ impl Catalog {
         let mut checked_buckets = std::collections::HashSet::new();
         for table in schemas.iter().flat_map(|schema| schema.tables.iter()) {
             if let Some(bucket) = &table.bucket {
-                if checked_buckets.insert(bucket.clone()) {
-                    self.node.bucket_info(bucket).await.map_err(|_| {
-                        SharingError::invalid(format!(
-                            "table '{}': bucket '{bucket}' does not exist",
-                            table.name
-                        ))
-                    })?;
+                if checked_buckets.insert(bucket.clone())
+                    && !self.store.bucket_exists(bucket).await?
+                {
+                    return Err(SharingError::invalid(format!(
+                        "table '{}': bucket '{bucket}' does not exist",
+                        table.name
+                    )));
                 }
             }
         }
         for table in &new_tables {
             if let (Some(bucket), Some(location)) = (&table.bucket, &table.location) {
-                let store = NodeObjectStore::new(self.node.clone(), bucket.clone());
+                let store = self.store.bucket(bucket);
                 let format = match table.source_type {
                     SourceType::Iceberg => "an Iceberg",
                     SourceType::Delta => "a Delta",
@@ -542,7 +572,7 @@ impl Catalog {
                 };
                 let found = self
                     .root_check
-                    .check(&store, table.source_type, location)
+                    .check(store.as_ref(), table.source_type, location)
                     .await;
                 found.map_err(|error| {
                     SharingError::invalid(format!(
@@ -555,21 +585,71 @@ impl Catalog {
         Ok(schemas)
     }
 
-    /// Applies `edit` to a copy of the document, stores it, then publishes it.
-    async fn change<T>(&self, edit: impl FnOnce(&mut CatalogDocument) -> Result<T>) -> Result<T> {
+    /// Reads the stored document, applies `edit` to it and stores the result if the stored
+    /// document is still the one edited (compare-and-swap on its version), then publishes it.
+    /// When another node changed it in between, it is read again and `edit` applied to that:
+    /// a change is never lost to another made at the same moment.
+    async fn change<T>(
+        &self,
+        mut edit: impl FnMut(&mut CatalogDocument) -> Result<T>,
+    ) -> Result<T> {
         let _writer = self.writer.lock().await;
-        let mut document = self.snapshot().document.clone();
-        let value = edit(&mut document)?;
-        document.revision += 1;
-        let snapshot = CatalogSnapshot::new(document)?;
-        store(&self.node, &snapshot.document).await?;
-        let snapshot = Arc::new(snapshot);
-        match self.current.write() {
-            Ok(mut guard) => *guard = snapshot,
-            Err(poisoned) => *poisoned.into_inner() = snapshot,
+        for _ in 0..CHANGE_ATTEMPTS_MAX {
+            // Edited and checked against the stored catalog, not this node's copy: another
+            // node may have changed it (a share this change names may exist only there).
+            self.reload().await?;
+            let base = self.published();
+            let mut document = base.snapshot.document.clone();
+            let value = edit(&mut document)?;
+            document.revision = base.snapshot.document.revision + 1;
+            let snapshot = CatalogSnapshot::new(document)?;
+            match write_document(
+                self.store.as_ref(),
+                &snapshot.document,
+                Expected::Version(base.version),
+            )
+            .await?
+            {
+                Written::Stored(version) => {
+                    self.publish(Published {
+                        snapshot: Arc::new(snapshot),
+                        version,
+                    });
+                    return Ok(value);
+                }
+                Written::Conflict => {}
+            }
         }
-        Ok(value)
+        Err(SharingError::new(
+            ErrorKind::Unavailable,
+            "the catalog kept changing under this change; try again",
+        ))
     }
+}
+
+/// The stored catalog, if there is one.
+async fn read_published(store: &dyn SharingStore) -> Result<Option<Published>> {
+    let Some(stored) = store.read_system(CATALOG_KEY).await? else {
+        return Ok(None);
+    };
+    let document = serde_json::from_slice::<CatalogDocument>(&stored.bytes)
+        .map_err(|error| SharingError::internal(format!("catalog document: {error}")))?;
+    Ok(Some(Published {
+        snapshot: Arc::new(CatalogSnapshot::new(document)?),
+        version: stored.version,
+    }))
+}
+
+async fn write_document(
+    store: &dyn SharingStore,
+    document: &CatalogDocument,
+    expected: Expected,
+) -> Result<Written> {
+    let bytes = serde_json::to_vec(document)
+        .map_err(|error| SharingError::internal(format!("catalog encode: {error}")))?;
+    Ok(store
+        .write_system(CATALOG_KEY, Bytes::from(bytes), expected)
+        .await?)
 }
 
 /// Parses a table spec: `NAME:delta:BUCKET:PATH/`, `NAME:iceberg:BUCKET:PATH/` or
@@ -718,13 +798,6 @@ fn validate_description(description: Option<&str>) -> Result<()> {
         )),
         _ => Ok(()),
     }
-}
-
-async fn store(node: &Node, document: &CatalogDocument) -> Result<()> {
-    let bytes = serde_json::to_vec(document)
-        .map_err(|error| SharingError::internal(format!("catalog encode: {error}")))?;
-    node.put_system(CATALOG_KEY, Bytes::from(bytes)).await?;
-    Ok(())
 }
 
 fn fill_random(target: &mut [u8]) -> Result<()> {

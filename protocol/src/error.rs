@@ -124,16 +124,3 @@ impl SharingError {
         response
     }
 }
-
-impl From<lakeshare_storage::StorageError> for SharingError {
-    fn from(error: lakeshare_storage::StorageError) -> Self {
-        use lakeshare_storage::StorageError as E;
-        match error {
-            E::ReadQuorum(_) | E::WriteQuorum(_) | E::DriveFull(_) => {
-                SharingError::new(ErrorKind::Unavailable, error.to_string())
-            }
-            E::NoSuchBucket(_) | E::NoSuchKey { .. } => SharingError::not_found(error.to_string()),
-            other => SharingError::internal(other.to_string()),
-        }
-    }
-}

@@ -11,12 +11,14 @@
 //! - `files`: the active-file lists of table versions, their cache and the values kept per
 //!   file (ids, URL signatures);
 //! - `tables`: the table formats (Delta, Iceberg) behind one snapshot type;
+//! - `store`: the seam to the place tables and the catalog live;
 //! - the foundation: `catalog` (handed the formats' share-time path check as a
 //!   `TableRootCheck`), `presign`, `predicate`, `capabilities`, `page_token`, `names`,
 //!   `error`, `body`.
 //!
-//! Protocol code reads tables only through the storage layer's object API, never a drive.
-//! The binary calls `open` and nothing else to assemble it.
+//! Protocol code sees storage only through `store::SharingStore` (table files as
+//! `object_store`, write counters, the system area with compare-and-swap): it does not depend
+//! on the storage crate. The binary calls `open` and nothing else to assemble it.
 
 pub mod admin;
 pub mod body;
@@ -30,11 +32,10 @@ pub mod page_token;
 pub mod predicate;
 pub mod presign;
 pub mod routes;
+pub mod store;
 pub mod tables;
 
 use std::sync::Arc;
-
-use lakeshare_storage::Node;
 
 pub use admin::AdminApi;
 pub use catalog::Catalog;
@@ -44,6 +45,7 @@ pub use routes::{SharingConfig, SharingService};
 use files::FileLists;
 use presign::{Presigner, SharingCredential};
 use routes::query::TableRoutes;
+use store::SharingStore;
 use tables::{FormatRootCheck, Tables};
 
 /// How the sharing layer of a node is set up.
@@ -69,9 +71,9 @@ pub struct Sharing {
     pub url_credential: SharingCredential,
 }
 
-/// Opens the catalog in the node's system area and assembles the sharing layer on it.
-pub async fn open(node: Arc<Node>, options: SharingOptions) -> error::Result<Sharing> {
-    let catalog = Catalog::open(node.clone(), Arc::new(FormatRootCheck)).await?;
+/// Opens the catalog in the store's system area and assembles the sharing layer on it.
+pub async fn open(store: Arc<dyn SharingStore>, options: SharingOptions) -> error::Result<Sharing> {
+    let catalog = Catalog::open(store.clone(), Arc::new(FormatRootCheck)).await?;
     let secret = catalog.snapshot().secret().to_vec();
     let url_credential = SharingCredential::derive(&secret);
     let presigner = Arc::new(Presigner::new(
@@ -79,7 +81,7 @@ pub async fn open(node: Arc<Node>, options: SharingOptions) -> error::Result<Sha
         &options.public_endpoint,
         options.presign_expiry_seconds,
     ));
-    let tables = Tables::new(node, options.replay_threads)?;
+    let tables = Tables::new(store, options.replay_threads)?;
     let lists = FileLists::new(tables.clone(), options.file_lists_bytes_max);
     let service = Arc::new(SharingService::new(
         catalog.clone(),

@@ -12,14 +12,15 @@ use lakeshare_engine::io::{IoBackend, IoBackendKind, IoChoice};
 use lakeshare_engine::server::{
     bind, connections_per_worker, raise_open_files_limit, ServerConfig,
 };
-use lakeshare_protocol::admin::AdminRoute;
 use lakeshare_protocol::SharingOptions;
 use lakeshare_storage::s3::form::FormUploads;
 use lakeshare_storage::s3::{build_service, ReadOnlyCredential};
 use lakeshare_storage::{Node, StorageConfig};
 
+use crate::admin_route::AdminRoute;
 use crate::config::{Config, DEFAULT_CREDENTIALS_WARNING};
 use crate::front::FrontService;
+use crate::sharing_store::NodeSharingStore;
 
 /// Threads of the background runtime (node start-up, scanner, healing).
 const BACKGROUND_THREADS: usize = 2;
@@ -114,7 +115,7 @@ async fn sharing_service(
     public_endpoint: &str,
 ) -> anyhow::Result<FrontService> {
     let sharing = lakeshare_protocol::open(
-        node.clone(),
+        NodeSharingStore::new(node.clone()),
         SharingOptions {
             public_endpoint: public_endpoint.to_owned(),
             presign_expiry_seconds: config.presign_expiry_seconds,

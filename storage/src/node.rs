@@ -464,9 +464,14 @@ impl Node {
     }
 
     pub async fn get_system(&self, key: &str) -> Result<Option<Bytes>> {
+        Ok(self.get_system_versioned(key).await?.map(|(data, _)| data))
+    }
+
+    /// A system object and its ETag (what `put_system_if` compares).
+    pub async fn get_system_versioned(&self, key: &str) -> Result<Option<(Bytes, String)>> {
         validate_key(key)?;
         let set = self.sets.set_for(SYSTEM_BUCKET, key);
-        let (_, _, mut body) = match set.get(SYSTEM_BUCKET, key, None).await {
+        let (info, _, mut body) = match set.get(SYSTEM_BUCKET, key, None).await {
             Ok(found) => found,
             Err(StorageError::NoSuchKey { .. }) => return Ok(None),
             Err(error) => return Err(error),
@@ -476,7 +481,29 @@ impl Node {
             let chunk = chunk.map_err(|error| StorageError::ReadQuorum(error.to_string()))?;
             data.extend_from_slice(&chunk);
         }
-        Ok(Some(Bytes::from(data)))
+        Ok(Some((Bytes::from(data), info.etag)))
+    }
+
+    /// Writes a system object if `condition` holds (decided under the key's lock, as for any
+    /// conditional PUT: `PreconditionFailed` otherwise); returns its new ETag.
+    pub async fn put_system_if(
+        &self,
+        key: &str,
+        data: Bytes,
+        condition: WriteCondition,
+    ) -> Result<String> {
+        validate_key(key)?;
+        let set = self.sets.set_for(SYSTEM_BUCKET, key);
+        let parity = self.topology.drives_per_set / 2;
+        let body: ByteStream = Box::pin(futures::stream::iter([Ok(data)]));
+        let options = PutOptions {
+            condition,
+            ..PutOptions::default()
+        };
+        Ok(set
+            .put(SYSTEM_BUCKET, key, body, options, parity)
+            .await?
+            .etag)
     }
 
     pub async fn delete_system(&self, key: &str) -> Result<()> {

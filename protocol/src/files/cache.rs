@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use delta_kernel::arrow::array::RecordBatch;
-use lakeshare_storage::object_store_view::NodeObjectStore;
 
 use super::list::{
     full_order_id, iceberg_scan_rows, incremental_order_id, scan_active_files, ActiveFiles,
@@ -256,7 +255,7 @@ impl FileLists {
         version: &TableVersion,
         mut visit: impl FnMut(RecordBatch) -> ControlFlow<()>,
     ) -> Result<()> {
-        let store = NodeObjectStore::new(self.tables.node().clone(), table.bucket.clone());
+        let store = self.tables.store().bucket(&table.bucket);
         let modification_time_ms = version.timestamp_ms().unwrap_or(0);
         let mut pending = Vec::with_capacity(ICEBERG_BATCH_FILES);
         let mut failure = None;
@@ -276,13 +275,18 @@ impl FileLists {
             }
         };
         self.tables
-            .block_on(iceberg::data_files(&store, table, version, |file| {
-                pending.push(file);
-                if pending.len() < ICEBERG_BATCH_FILES {
-                    return ControlFlow::Continue(());
-                }
-                hand_over(&mut pending)
-            }))
+            .block_on(iceberg::data_files(
+                store.as_ref(),
+                table,
+                version,
+                |file| {
+                    pending.push(file);
+                    if pending.len() < ICEBERG_BATCH_FILES {
+                        return ControlFlow::Continue(());
+                    }
+                    hand_over(&mut pending)
+                },
+            ))
             .map_err(|error| iceberg_error(&table.root, error))?;
         if !pending.is_empty() {
             let _ = hand_over(&mut pending);

@@ -61,7 +61,6 @@ use crate::routes::request::{capabilities, parse_timestamp, QueryRequest};
 use crate::tables::delta::KernelEngine;
 use crate::tables::iceberg::{self, ChangeKind, IcebergTable};
 use crate::tables::{table_url, SnapshotSource, TableSnapshot, Tables, VersionSelector};
-use lakeshare_storage::object_store_view::NodeObjectStore;
 
 /// Which version-range read is served.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -899,7 +898,7 @@ fn iceberg_commits(
     end: u64,
     mut visit: impl FnMut(Commit) -> Result<ControlFlow<()>>,
 ) -> Result<()> {
-    let store = NodeObjectStore::new(tables.node().clone(), table.bucket.clone());
+    let store = tables.store().bucket(&table.bucket);
     let mut previous_metadata: Option<Value> = None;
     for version in table.versions() {
         if version.version > end {
@@ -919,7 +918,7 @@ fn iceberg_commits(
             actions.push(json!({ "metaData": metadata.clone() }));
         }
         previous_metadata = Some(metadata);
-        let changes = tables.block_on(iceberg::snapshot_changes(&store, table, version))?;
+        let changes = tables.block_on(iceberg::snapshot_changes(store.as_ref(), table, version))?;
         for change in changes.iter().filter(|change| change.data_change) {
             let file = &change.file;
             let partition_values: serde_json::Map<String, Value> = file

@@ -8,7 +8,6 @@
 //! commit is seen at once and an unchanged table costs no lookup at all.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use delta_kernel::history_manager::{first_version_after, latest_version_as_of, HistoryCommitType};
@@ -18,13 +17,12 @@ use delta_kernel::Engine;
 use delta_kernel_default_engine::executor::tokio::TokioMultiThreadExecutor;
 use delta_kernel_default_engine::DefaultEngine;
 use futures::TryStreamExt;
-use lakeshare_storage::object_store_view::NodeObjectStore;
-use object_store::ObjectStore;
+use object_store::{ObjectStore, ObjectStoreExt};
 use url::Url;
 
 use super::{
     table_location, table_url, timestamp_after_latest_commit, timestamp_after_latest_version,
-    timestamp_error, SnapshotSource, TableSnapshot, Tables, VersionSelector,
+    timestamp_error, FolderWatch, SnapshotSource, TableSnapshot, Tables, VersionSelector,
 };
 use crate::capabilities::TableNeeds;
 use crate::catalog::Table;
@@ -62,8 +60,7 @@ impl Default for DeltaState {
 #[derive(Clone)]
 struct LatestSnapshot {
     described: Arc<TableSnapshot>,
-    log_writes: Arc<AtomicU64>,
-    log_writes_seen: u64,
+    log_writes: FolderWatch,
 }
 
 impl Tables {
@@ -77,7 +74,7 @@ impl Tables {
         engines
             .entry(bucket.to_string())
             .or_insert_with(|| {
-                let store = Arc::new(NodeObjectStore::new(self.node.clone(), bucket.to_string()));
+                let store = self.store.bucket(bucket);
                 Arc::new(
                     DefaultEngine::builder(store)
                         .with_task_executor(self.executor.clone())
@@ -103,22 +100,27 @@ impl Tables {
             .filter(|latest| {
                 latest.described.bucket == bucket && latest.described.location == location
             })?;
-        let log_writes = latest.log_writes.load(Ordering::Acquire);
-        if log_writes == latest.log_writes_seen {
+        if latest.log_writes.unchanged() {
             return Some(latest.described);
         }
+        let log_writes = latest.log_writes.now();
         let version = latest.described.version;
-        let next = format!("{location}_delta_log/{:020}.json", version + 1);
-        match self.node.head_object(&bucket, &next).await {
-            Err(lakeshare_storage::StorageError::NoSuchKey { .. }) => {
+        let next = object_store::path::Path::from(format!(
+            "{location}_delta_log/{:020}.json",
+            version + 1
+        ));
+        match self.store.bucket(&bucket).head(&next).await {
+            Err(object_store::Error::NotFound { .. }) => {
                 let mut described = self
                     .delta
                     .latest_described
                     .lock()
                     .unwrap_or_else(|poisoned| poisoned.into_inner());
                 if let Some(entry) = described.get_mut(&table.id) {
-                    if entry.described.version == version {
-                        entry.log_writes_seen = entry.log_writes_seen.max(log_writes);
+                    if let (true, Some(log_writes)) =
+                        (entry.described.version == version, log_writes)
+                    {
+                        entry.log_writes.saw(log_writes);
                     }
                 }
                 Some(latest.described)
@@ -136,10 +138,11 @@ impl Tables {
         let (bucket, location) = table_location(table)?;
         let engine = self.engine(&bucket);
         let url = table_url(&bucket, &location)?;
-        let log_writes = self
-            .node
-            .watch_folder(&bucket, &format!("{location}_delta_log/"));
-        let log_writes_seen = log_writes.load(Ordering::Acquire);
+        let log_writes = FolderWatch::start(
+            self.store.as_ref(),
+            &bucket,
+            &format!("{location}_delta_log/"),
+        );
         let latest = self.latest_blocking(table, &url, engine.as_ref())?;
         let snapshot = match selector {
             VersionSelector::Latest => latest,
@@ -181,7 +184,6 @@ impl Tables {
                     LatestSnapshot {
                         described: Arc::new(described.clone()),
                         log_writes,
-                        log_writes_seen,
                     },
                 );
         }

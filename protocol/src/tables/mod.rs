@@ -13,24 +13,25 @@ pub mod delta;
 pub mod iceberg;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use delta_kernel::snapshot::SnapshotRef;
 use delta_kernel_default_engine::executor::tokio::TokioMultiThreadExecutor;
 use delta_kernel_default_engine::executor::TaskExecutor;
-use lakeshare_storage::object_store_view::NodeObjectStore;
-use lakeshare_storage::Node;
+use object_store::ObjectStore;
 use serde_json::Value;
 use url::Url;
 
 use crate::capabilities::TableNeeds;
 use crate::catalog::{SourceType, Table, TableRootCheck};
 use crate::error::{ErrorKind, Result, SharingError};
+use crate::store::SharingStore;
 use iceberg::{IcebergTable, TableVersion};
 
 /// The shared tables of a node, in every format. One per node.
 pub struct Tables {
-    node: Arc<Node>,
+    store: Arc<dyn SharingStore>,
     executor: Arc<TokioMultiThreadExecutor>,
     delta: delta::DeltaState,
     iceberg: iceberg::loaded::IcebergState,
@@ -113,20 +114,20 @@ pub enum VersionSelector {
 }
 
 impl Tables {
-    pub fn new(node: Arc<Node>, replay_threads: usize) -> Result<Arc<Tables>> {
+    pub fn new(store: Arc<dyn SharingStore>, replay_threads: usize) -> Result<Arc<Tables>> {
         let executor =
             TokioMultiThreadExecutor::new_owned_runtime(Some(replay_threads.max(1)), None)
                 .map_err(|error| SharingError::internal(format!("replay pool: {error}")))?;
         Ok(Arc::new(Tables {
-            node,
+            store,
             executor: Arc::new(executor),
             delta: delta::DeltaState::default(),
             iceberg: iceberg::loaded::IcebergState::default(),
         }))
     }
 
-    pub fn node(&self) -> &Arc<Node> {
-        &self.node
+    pub fn store(&self) -> &Arc<dyn SharingStore> {
+        &self.store
     }
 
     /// Resolves a snapshot of `table`. Blocking: call from the replay pool.
@@ -170,6 +171,42 @@ impl Tables {
     }
 }
 
+/// What a cached value saw of its folder's write counter (`SharingStore::write_counter`).
+#[derive(Clone)]
+pub(crate) struct FolderWatch {
+    counter: Option<Arc<AtomicU64>>,
+    seen: u64,
+}
+
+impl FolderWatch {
+    /// The counter of `folder/` of `bucket` as it is now, before the value is read.
+    pub(crate) fn start(store: &dyn SharingStore, bucket: &str, folder: &str) -> FolderWatch {
+        let counter = store.write_counter(bucket, folder);
+        let seen = counter
+            .as_ref()
+            .map_or(0, |counter| counter.load(Ordering::Acquire));
+        FolderWatch { counter, seen }
+    }
+
+    /// Nothing was written since: only a store that counts every write can tell.
+    pub(crate) fn unchanged(&self) -> bool {
+        self.counter
+            .as_ref()
+            .is_some_and(|counter| counter.load(Ordering::Acquire) == self.seen)
+    }
+
+    /// The counter now, to mark a lookup that found nothing new (`saw`).
+    pub(crate) fn now(&self) -> Option<u64> {
+        self.counter
+            .as_ref()
+            .map(|counter| counter.load(Ordering::Acquire))
+    }
+
+    pub(crate) fn saw(&mut self, value: u64) {
+        self.seen = self.seen.max(value);
+    }
+}
+
 /// The share-time check of a table's path: it must hold a table of its format.
 pub struct FormatRootCheck;
 
@@ -177,7 +214,7 @@ pub struct FormatRootCheck;
 impl TableRootCheck for FormatRootCheck {
     async fn check(
         &self,
-        store: &NodeObjectStore,
+        store: &dyn ObjectStore,
         source_type: SourceType,
         location: &str,
     ) -> Result<()> {

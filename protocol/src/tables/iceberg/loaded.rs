@@ -3,17 +3,14 @@
 //! the `TableSnapshot` of a version.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-
-use lakeshare_storage::object_store_view::NodeObjectStore;
 
 use super::IcebergTable;
 use crate::catalog::Table;
 use crate::error::{ErrorKind, Result, SharingError};
 use crate::tables::{
-    table_location, timestamp_after_latest_version, SnapshotSource, TableSnapshot, Tables,
-    VersionSelector,
+    table_location, timestamp_after_latest_version, FolderWatch, SnapshotSource, TableSnapshot,
+    Tables, VersionSelector,
 };
 
 /// table root `bucket/location` → its loaded Iceberg metadata.
@@ -26,8 +23,7 @@ pub(crate) struct IcebergState {
 /// the table was loaded: while it has not moved, the loaded metadata is current.
 struct LoadedIceberg {
     table: Arc<IcebergTable>,
-    metadata_writes: Arc<AtomicU64>,
-    metadata_writes_seen: u64,
+    metadata_writes: FolderWatch,
 }
 
 impl Tables {
@@ -43,19 +39,22 @@ impl Tables {
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             loaded.get(&root).and_then(|loaded| {
-                (loaded.metadata_writes.load(Ordering::Acquire) == loaded.metadata_writes_seen)
+                loaded
+                    .metadata_writes
+                    .unchanged()
                     .then(|| loaded.table.clone())
             })
         };
         if let Some(table) = cached {
             return Ok(table);
         }
-        let metadata_writes = self
-            .node
-            .watch_folder(&bucket, &format!("{location}metadata/"));
-        let metadata_writes_seen = metadata_writes.load(Ordering::Acquire);
-        let store = NodeObjectStore::new(self.node.clone(), bucket.clone());
-        let loaded = super::load_table(&store, &bucket, &location)
+        let metadata_writes = FolderWatch::start(
+            self.store.as_ref(),
+            &bucket,
+            &format!("{location}metadata/"),
+        );
+        let store = self.store.bucket(&bucket);
+        let loaded = super::load_table(store.as_ref(), &bucket, &location)
             .await
             .map_err(|error| table_error(table, error))?;
         let loaded = Arc::new(loaded);
@@ -68,7 +67,6 @@ impl Tables {
                 LoadedIceberg {
                     table: loaded.clone(),
                     metadata_writes,
-                    metadata_writes_seen,
                 },
             );
         Ok(loaded)

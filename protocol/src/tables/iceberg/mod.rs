@@ -736,19 +736,7 @@ fn object_path(key: &str) -> Result<Path> {
 }
 
 pub(crate) fn store_error(error: object_store::Error) -> SharingError {
-    match error {
-        object_store::Error::NotFound { path, .. } => {
-            SharingError::not_found(format!("{path} not found"))
-        }
-        // Node errors keep their kind: a lost quorum is retryable, the rest is internal.
-        object_store::Error::Generic { source, .. } => {
-            match source.downcast::<lakeshare_storage::StorageError>() {
-                Ok(storage) => SharingError::from(*storage),
-                Err(source) => SharingError::internal(source.to_string()),
-            }
-        }
-        other => SharingError::internal(other.to_string()),
-    }
+    crate::store::object_error(error)
 }
 
 async fn read_optional(store: &dyn ObjectStore, key: &str) -> Result<Option<bytes::Bytes>> {
