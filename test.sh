@@ -2,7 +2,8 @@
 # The one command that runs every lakeshare test on a fresh machine (Rust toolchain aside):
 # formatting and lints, the Rust unit and integration tests, then the Python end-to-end suite
 # against the release binary, once per drive I/O back-end (io_uring and the thread pool), and
-# the Spark tests (Java, pyspark and the Maven-fetched jars of tests/spark/pom.xml) once.
+# the Ceph RADOS Gateway store tests (Debian's ceph packages, installed when root) once, and the
+# Spark tests (Java, pyspark and the Maven-fetched jars of tests/spark/pom.xml) once.
 # Stops at the first failure with a non-zero exit.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
@@ -53,6 +54,36 @@ else
   echo "nginx missing and not root: skipped; only the benchmarks need it"
 fi
 
+step "Ceph RADOS Gateway (ceph-mon ceph-osd radosgw ceph-common; the remote-back-end tests)"
+ceph_packages=(ceph-mon ceph-osd radosgw ceph-common)
+ceph_needed="tests/python/test_ceph_rgw_store.py (pytest -m ceph) needs Ceph's mon, osd and radosgw"
+ceph_missing() {
+  local tool
+  for tool in ceph-mon ceph-osd radosgw radosgw-admin ceph ceph-authtool monmaptool; do
+    command -v "$tool" >/dev/null 2>&1 || return 0
+  done
+  return 1
+}
+ceph_install() {
+  apt-get install -y -q "${ceph_packages[@]}" >/dev/null 2>&1
+}
+if ! ceph_missing; then
+  echo "ceph present: $(ceph --version)"
+elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  export DEBIAN_FRONTEND=noninteractive
+  ceph_install_started=$SECONDS
+  if { ceph_install || { apt-get update -q >/dev/null 2>&1 && ceph_install; }; } \
+    && ! ceph_missing; then
+    echo "ceph installed in $((SECONDS - ceph_install_started)) s: $(ceph --version)"
+  else
+    echo "apt-get install -y ${ceph_packages[*]} failed; $ceph_needed" >&2
+    exit 1
+  fi
+else
+  echo "Ceph missing and not root (install ${ceph_packages[*]}); $ceph_needed" >&2
+  exit 1
+fi
+
 step "cargo fmt"
 cargo fmt --all -- --check
 
@@ -79,8 +110,12 @@ if [ "$(cat /proc/sys/kernel/io_uring_disabled 2>/dev/null || echo 0)" = 2 ]; th
 fi
 for io_mode in "${io_modes[@]}"; do
   step "pytest tests/python with LAKESHARE_IO=$io_mode"
-  LAKESHARE_IO="$io_mode" .venv/bin/python -m pytest tests/python -x -q -m "not spark"
+  LAKESHARE_IO="$io_mode" .venv/bin/python -m pytest tests/python -x -q -m "not spark and not ceph"
 done
+
+# The Ceph store tests start no lakeshare drives: once, outside the I/O back-end loop.
+step "pytest tests/python -m ceph (one single-host Ceph cluster on loopback for the session)"
+.venv/bin/python -m pytest tests/python -x -q -m ceph
 
 # Spark drives S3, not the drives: once, on the default back-end.
 step "pytest tests/python -m spark (one JVM per module)"

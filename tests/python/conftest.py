@@ -445,6 +445,19 @@ def server(lakeshare_server) -> LakeshareServer:
     return lakeshare_server()
 
 
+@pytest.fixture(scope="session")
+def ceph_rgw():
+    """One single-host Ceph cluster with a RADOS Gateway (`ceph_rgw.CephRgw`) for the session.
+
+    Started by the first test that asks for it, stopped (daemons killed, folder removed) at the
+    end of the session. Missing Ceph binaries fail the test; they are never a skip.
+    """
+    from ceph_rgw import CephRgw
+
+    with CephRgw() as rgw:
+        yield rgw
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
