@@ -54,6 +54,24 @@ pub struct RawConfig {
     /// bucket BUCKET; `MINIO_DOMAIN` also works) [default: path-style only].
     #[arg(long, env = "LAKESHARE_DOMAIN", value_name = "DOMAIN[,DOMAIN]")]
     pub domain: Option<String>,
+    /// A remote S3 store (`http(s)://HOST:PORT`) that holds the tables and the catalog: the
+    /// node is a stateless sharing node and takes no drives. Credentials:
+    /// LAKESHARE_BACKEND_ACCESS_KEY, LAKESHARE_BACKEND_SECRET_KEY, LAKESHARE_BACKEND_REGION.
+    #[arg(long, env = "LAKESHARE_BACKEND", value_name = "URL")]
+    pub backend: Option<String>,
+    /// The remote store's bucket that holds the catalog [default: lakeshare].
+    #[arg(long, env = "LAKESHARE_BACKEND_BUCKET", default_value = "lakeshare")]
+    pub backend_bucket: String,
+}
+
+/// A remote store the node shares from (`--backend`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendConfig {
+    pub endpoint: String,
+    pub bucket: String,
+    pub access_key: String,
+    pub secret_key: String,
+    pub region: String,
 }
 
 /// Default budget of the table caches.
@@ -83,6 +101,8 @@ pub struct Config {
     pub sharing_endpoint: Option<String>,
     /// Base domains of virtual-host-style requests; empty: path-style only.
     pub domains: Vec<String>,
+    /// `--backend`: share from a remote store instead of drives.
+    pub backend: Option<BackendConfig>,
 }
 
 impl Config {
@@ -92,14 +112,25 @@ impl Config {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, Vec<String>> {
         let mut errors = Vec::new();
+        let backend = backend_config(&raw, env)
+            .map_err(|e| errors.extend(e))
+            .ok()
+            .flatten();
+        if backend.is_some() && !raw.drives.is_empty() {
+            errors.push("--backend: a sharing node over a remote store takes no drives".to_owned());
+        }
         let drive_args = if raw.drives.is_empty() {
             vec![DRIVE_DEFAULT.to_owned()]
         } else {
             raw.drives
         };
-        let drives = lakeshare_storage::drives::expand_drive_args(&drive_args)
-            .map_err(|e| errors.push(format!("drives: {e}")))
-            .unwrap_or_default();
+        let drives = if backend.is_some() {
+            Vec::new()
+        } else {
+            lakeshare_storage::drives::expand_drive_args(&drive_args)
+                .map_err(|e| errors.push(format!("drives: {e}")))
+                .unwrap_or_default()
+        };
         let address = parse_address(&raw.address)
             .map_err(|e| errors.push(format!("--address {:?}: {e}", raw.address)))
             .ok();
@@ -173,10 +204,54 @@ impl Config {
                 cache_bytes,
                 sharing_endpoint,
                 domains,
+                backend,
             }),
             _ => Err(errors),
         }
     }
+}
+
+/// `--backend URL` with its credentials from the environment.
+fn backend_config(
+    raw: &RawConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<BackendConfig>, Vec<String>> {
+    let Some(endpoint) = raw.backend.as_deref().map(str::trim) else {
+        return Ok(None);
+    };
+    let mut errors = Vec::new();
+    if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+        errors.push(format!(
+            "--backend {endpoint:?}: expected an http:// or https:// URL"
+        ));
+    }
+    if !(3..=63).contains(&raw.backend_bucket.len()) || raw.backend_bucket.contains('/') {
+        errors.push(format!(
+            "--backend-bucket {:?}: expected a bucket name",
+            raw.backend_bucket
+        ));
+    }
+    let required = |name: &str, errors: &mut Vec<String>| {
+        env(name)
+            .filter(|value| !value.is_empty())
+            .unwrap_or_else(|| {
+                errors.push(format!("--backend needs {name} in the environment"));
+                String::new()
+            })
+    };
+    let access_key = required("LAKESHARE_BACKEND_ACCESS_KEY", &mut errors);
+    let secret_key = required("LAKESHARE_BACKEND_SECRET_KEY", &mut errors);
+    let region = env("LAKESHARE_BACKEND_REGION").unwrap_or_else(|| "us-east-1".to_owned());
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(Some(BackendConfig {
+        endpoint: endpoint.trim_end_matches('/').to_owned(),
+        bucket: raw.backend_bucket.clone(),
+        access_key,
+        secret_key,
+        region,
+    }))
 }
 
 /// `--domain a.example.com,b.example.com`: each a host name; none may end another (a bucket
@@ -376,8 +451,41 @@ mod tests {
             io: "auto".to_owned(),
             presign_expiry: PRESIGN_EXPIRY_DEFAULT.to_owned(),
             cache_size: CACHE_SIZE_DEFAULT.to_owned(),
+            backend_bucket: "lakeshare".to_owned(),
             ..RawConfig::default()
         }
+    }
+
+    #[test]
+    fn r13_a_backend_takes_no_drives_and_needs_credentials() {
+        let with_backend = |drives: &[&str], env: &dyn Fn(&str) -> Option<String>| {
+            let mut raw = raw(drives);
+            raw.backend = Some("http://127.0.0.1:7480/".to_owned());
+            Config::from_raw(raw, env)
+        };
+        let credentials = |name: &str| match name {
+            "LAKESHARE_BACKEND_ACCESS_KEY" => Some("ak".to_owned()),
+            "LAKESHARE_BACKEND_SECRET_KEY" => Some("sk".to_owned()),
+            _ => None,
+        };
+        let config = with_backend(&[], &credentials).unwrap();
+        assert!(config.drives.is_empty());
+        let backend = config.backend.unwrap();
+        assert_eq!(backend.endpoint, "http://127.0.0.1:7480");
+        assert_eq!(backend.bucket, "lakeshare");
+        assert_eq!(backend.region, "us-east-1");
+        let errors = with_backend(&["/tmp/d1"], &credentials).unwrap_err();
+        assert!(
+            errors.iter().any(|e| e.contains("takes no drives")),
+            "{errors:?}"
+        );
+        let errors = with_backend(&[], &|_| None).unwrap_err();
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("LAKESHARE_BACKEND_ACCESS_KEY")),
+            "{errors:?}"
+        );
     }
 
     #[test]

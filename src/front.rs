@@ -25,12 +25,13 @@ pub type FrontBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 #[derive(Clone)]
 pub struct FrontService {
     s3: S3Service,
-    forms: FormUploads,
+    /// Browser-form uploads; `None` on a sharing node over a remote store.
+    forms: Option<FormUploads>,
     sharing: Arc<SharingService>,
 }
 
 impl FrontService {
-    pub fn new(s3: S3Service, forms: FormUploads, sharing: Arc<SharingService>) -> Self {
+    pub fn new(s3: S3Service, forms: Option<FormUploads>, sharing: Arc<SharingService>) -> Self {
         FrontService { s3, forms, sharing }
     }
 }
@@ -52,8 +53,8 @@ impl Service<Request<Incoming>> for FrontService {
                 let response = sharing.handle(request).await;
                 Ok(response.map(|body| body.map_err(Into::into).boxed()))
             })
-        } else if FormUploads::is_form_upload(&request) {
-            let forms = self.forms.clone();
+        } else if let (Some(forms), true) = (&self.forms, FormUploads::is_form_upload(&request)) {
+            let forms = forms.clone();
             Box::pin(async move {
                 let response = forms.handle(request).await;
                 Ok(response.map(|body| body.map_err(Into::into).boxed()))

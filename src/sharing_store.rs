@@ -39,10 +39,10 @@ impl NodeSharingStore {
 #[async_trait::async_trait]
 impl SharingStore for NodeSharingStore {
     fn bucket(&self, bucket: &str) -> Arc<dyn ObjectStore> {
-        Arc::new(SeamErrors(NodeObjectStore::new(
-            self.node.clone(),
-            bucket.to_string(),
-        )))
+        Arc::new(SeamErrors {
+            inner: NodeObjectStore::new(self.node.clone(), bucket.to_string()),
+            map: node_error,
+        })
     }
 
     async fn bucket_exists(&self, bucket: &str) -> Result<bool, StoreError> {
@@ -110,17 +110,22 @@ fn store_error(error: StorageError) -> StoreError {
     }
 }
 
-/// An `ObjectStore` whose node errors cross the seam as `StoreError`s.
+/// An `ObjectStore` whose errors cross the seam as `map` makes them (`StoreError`s where the
+/// kind matters).
 #[derive(Debug)]
-struct SeamErrors<S>(S);
+pub(crate) struct SeamErrors<S> {
+    pub(crate) inner: S,
+    pub(crate) map: fn(object_store::Error) -> object_store::Error,
+}
 
 impl<S: fmt::Display> fmt::Display for SeamErrors<S> {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(formatter)
+        self.inner.fmt(formatter)
     }
 }
 
-fn seam_error(error: object_store::Error) -> object_store::Error {
+/// A node error inside an `object_store` error, as a `StoreError`.
+fn node_error(error: object_store::Error) -> object_store::Error {
     match error {
         object_store::Error::Generic { store, source } => match source.downcast::<StorageError>() {
             Ok(storage) => object_store::Error::Generic {
@@ -141,10 +146,10 @@ impl<S: ObjectStore> ObjectStore for SeamErrors<S> {
         payload: PutPayload,
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
-        self.0
+        self.inner
             .put_opts(location, payload, opts)
             .await
-            .map_err(seam_error)
+            .map_err(self.map)
     }
 
     async fn put_multipart_opts(
@@ -152,10 +157,10 @@ impl<S: ObjectStore> ObjectStore for SeamErrors<S> {
         location: &Path,
         opts: PutMultipartOptions,
     ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.0
+        self.inner
             .put_multipart_opts(location, opts)
             .await
-            .map_err(seam_error)
+            .map_err(self.map)
     }
 
     async fn get_opts(
@@ -164,12 +169,12 @@ impl<S: ObjectStore> ObjectStore for SeamErrors<S> {
         options: GetOptions,
     ) -> object_store::Result<GetResult> {
         let mut result = self
-            .0
+            .inner
             .get_opts(location, options)
             .await
-            .map_err(seam_error)?;
+            .map_err(self.map)?;
         if let GetResultPayload::Stream(stream) = result.payload {
-            result.payload = GetResultPayload::Stream(stream.map_err(seam_error).boxed());
+            result.payload = GetResultPayload::Stream(stream.map_err(self.map).boxed());
         }
         Ok(result)
     }
@@ -179,21 +184,24 @@ impl<S: ObjectStore> ObjectStore for SeamErrors<S> {
         location: &Path,
         ranges: &[Range<u64>],
     ) -> object_store::Result<Vec<Bytes>> {
-        self.0
+        self.inner
             .get_ranges(location, ranges)
             .await
-            .map_err(seam_error)
+            .map_err(self.map)
     }
 
     fn delete_stream(
         &self,
         locations: BoxStream<'static, object_store::Result<Path>>,
     ) -> BoxStream<'static, object_store::Result<Path>> {
-        self.0.delete_stream(locations).map_err(seam_error).boxed()
+        self.inner
+            .delete_stream(locations)
+            .map_err(self.map)
+            .boxed()
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.0.list(prefix).map_err(seam_error).boxed()
+        self.inner.list(prefix).map_err(self.map).boxed()
     }
 
     fn list_with_offset(
@@ -201,14 +209,17 @@ impl<S: ObjectStore> ObjectStore for SeamErrors<S> {
         prefix: Option<&Path>,
         offset: &Path,
     ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.0
+        self.inner
             .list_with_offset(prefix, offset)
-            .map_err(seam_error)
+            .map_err(self.map)
             .boxed()
     }
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        self.0.list_with_delimiter(prefix).await.map_err(seam_error)
+        self.inner
+            .list_with_delimiter(prefix)
+            .await
+            .map_err(self.map)
     }
 
     async fn copy_opts(
@@ -217,10 +228,10 @@ impl<S: ObjectStore> ObjectStore for SeamErrors<S> {
         to: &Path,
         options: CopyOptions,
     ) -> object_store::Result<()> {
-        self.0
+        self.inner
             .copy_opts(from, to, options)
             .await
-            .map_err(seam_error)
+            .map_err(self.map)
     }
 
     async fn rename_opts(
@@ -229,10 +240,10 @@ impl<S: ObjectStore> ObjectStore for SeamErrors<S> {
         to: &Path,
         options: RenameOptions,
     ) -> object_store::Result<()> {
-        self.0
+        self.inner
             .rename_opts(from, to, options)
             .await
-            .map_err(seam_error)
+            .map_err(self.map)
     }
 }
 
@@ -246,7 +257,9 @@ mod tests {
     use lakeshare_storage::StorageConfig;
 
     async fn node(root: &std::path::Path) -> Arc<Node> {
-        let drives = (1..=4).map(|index| root.join(format!("d{index}"))).collect();
+        let drives = (1..=4)
+            .map(|index| root.join(format!("d{index}")))
+            .collect();
         let config = StorageConfig {
             scanner_interval: std::time::Duration::ZERO,
             ..StorageConfig::new(drives)

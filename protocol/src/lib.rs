@@ -58,6 +58,9 @@ pub struct SharingOptions {
     pub file_lists_bytes_max: u64,
     /// Threads of the replay pool (log replays block).
     pub replay_threads: usize,
+    /// Sign file URLs for this endpoint with this credential (a remote store's own), instead
+    /// of for the node with the read-only credential derived from the catalog secret.
+    pub presign_for: Option<(String, SharingCredential)>,
 }
 
 /// The sharing layer of a node, assembled.
@@ -67,7 +70,8 @@ pub struct Sharing {
     pub service: Arc<SharingService>,
     /// The admin API the S3 route table serves (SigV4, root only).
     pub admin: Arc<AdminApi>,
-    /// The read-only credential presigned file URLs are signed with.
+    /// The credential presigned file URLs are signed with (the node's read-only one, unless
+    /// `presign_for` named another).
     pub url_credential: SharingCredential,
 }
 
@@ -75,10 +79,16 @@ pub struct Sharing {
 pub async fn open(store: Arc<dyn SharingStore>, options: SharingOptions) -> error::Result<Sharing> {
     let catalog = Catalog::open(store.clone(), Arc::new(FormatRootCheck)).await?;
     let secret = catalog.snapshot().secret().to_vec();
-    let url_credential = SharingCredential::derive(&secret);
+    let (url_base, url_credential) = match options.presign_for {
+        Some((endpoint, credential)) => (endpoint, credential),
+        None => (
+            options.public_endpoint.clone(),
+            SharingCredential::derive(&secret),
+        ),
+    };
     let presigner = Arc::new(Presigner::new(
         url_credential.clone(),
-        &options.public_endpoint,
+        &url_base,
         options.presign_expiry_seconds,
     ));
     let tables = Tables::new(store, options.replay_threads)?;

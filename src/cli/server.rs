@@ -12,20 +12,26 @@ use lakeshare_engine::io::{IoBackend, IoBackendKind, IoChoice};
 use lakeshare_engine::server::{
     bind, connections_per_worker, raise_open_files_limit, ServerConfig,
 };
+use lakeshare_protocol::presign::SharingCredential;
+use lakeshare_protocol::store::SharingStore;
 use lakeshare_protocol::SharingOptions;
 use lakeshare_storage::s3::form::FormUploads;
-use lakeshare_storage::s3::{build_service, ReadOnlyCredential};
+use lakeshare_storage::s3::{build_routes_only_service, build_service, ReadOnlyCredential};
 use lakeshare_storage::{Node, StorageConfig};
 
 use crate::admin_route::AdminRoute;
 use crate::config::{Config, DEFAULT_CREDENTIALS_WARNING};
 use crate::front::FrontService;
+use crate::remote_store::RemoteSharingStore;
 use crate::sharing_store::NodeSharingStore;
 
 /// Threads of the background runtime (node start-up, scanner, healing).
 const BACKGROUND_THREADS: usize = 2;
 /// Threads of the replay pool (Delta log replay, which blocks).
 const REPLAY_THREADS: usize = 2;
+/// How often a sharing node over a remote store reads the catalog again (changes made on
+/// other nodes, revoked tokens, take effect within this).
+const CATALOG_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 /// Longest wait for background tasks when the server stops.
 const BACKGROUND_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -34,39 +40,23 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     if config.credentials_defaulted {
         eprintln!("{DEFAULT_CREDENTIALS_WARNING}");
     }
-    let backend = IoBackend::new(config.io).with_context(|| match config.io {
-        IoChoice::Uring => "io_uring was asked for (--io uring) but is not available".to_owned(),
-        _ => "starting the drive I/O back-end".to_owned(),
-    })?;
-    match (backend.kind(), &backend.fallback_reason) {
-        (IoBackendKind::Uring, _) => tracing::info!("drive I/O: io_uring"),
-        (_, Some(reason)) => {
-            tracing::warn!("drive I/O: blocking thread pool (io_uring unavailable: {reason})")
-        }
-        (_, None) => tracing::info!("drive I/O: blocking thread pool"),
-    }
-    let io = backend.io;
-
     let background = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(BACKGROUND_THREADS)
         .thread_name("lakeshare-background")
         .enable_all()
         .build()
         .context("starting the background runtime")?;
-    let mut storage = StorageConfig::new(config.drives.clone());
-    storage.parity = config.parity;
-    let node: Arc<Node> = background
-        .block_on(Node::open(storage, io))
-        .context("opening the drives")?;
-    let topology = node.topology();
-    tracing::info!(
-        "storage: {} drive(s) in {} set(s) of {}, parity {}, deployment {}",
-        config.drives.len(),
-        topology.set_count,
-        topology.drives_per_set,
-        topology.parity,
-        topology.deployment_id
-    );
+    let node = match &config.backend {
+        Some(backend) => {
+            tracing::info!(
+                "sharing node over the remote store {} (catalog in bucket '{}')",
+                backend.endpoint,
+                backend.bucket
+            );
+            None
+        }
+        None => Some(open_node(&config, &background)?),
+    };
 
     let open_files = raise_open_files_limit();
     let mut server_config = ServerConfig::new(config.address);
@@ -90,7 +80,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         }
     };
     let service = background
-        .block_on(sharing_service(node.clone(), &config, &public_endpoint))
+        .block_on(sharing_service(node, &config, &public_endpoint))
         .context("opening the sharing catalog")?;
     tracing::info!(
         threads = config.threads,
@@ -106,25 +96,91 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     result
 }
 
+/// Opens the node's drives on the chosen I/O back-end.
+fn open_node(config: &Config, background: &tokio::runtime::Runtime) -> anyhow::Result<Arc<Node>> {
+    let backend = IoBackend::new(config.io).with_context(|| match config.io {
+        IoChoice::Uring => "io_uring was asked for (--io uring) but is not available".to_owned(),
+        _ => "starting the drive I/O back-end".to_owned(),
+    })?;
+    match (backend.kind(), &backend.fallback_reason) {
+        (IoBackendKind::Uring, _) => tracing::info!("drive I/O: io_uring"),
+        (_, Some(reason)) => {
+            tracing::warn!("drive I/O: blocking thread pool (io_uring unavailable: {reason})")
+        }
+        (_, None) => tracing::info!("drive I/O: blocking thread pool"),
+    }
+    let io = backend.io;
+
+    let mut storage = StorageConfig::new(config.drives.clone());
+    storage.parity = config.parity;
+    let node: Arc<Node> = background
+        .block_on(Node::open(storage, io))
+        .context("opening the drives")?;
+    let topology = node.topology();
+    tracing::info!(
+        "storage: {} drive(s) in {} set(s) of {}, parity {}, deployment {}",
+        config.drives.len(),
+        topology.set_count,
+        topology.drives_per_set,
+        topology.parity,
+        topology.deployment_id
+    );
+
+    Ok(node)
+}
+
 /// Opens the sharing catalog and assembles the port's service: Delta Sharing in front, then
 /// S3 with the admin routes; presigned sharing URLs are signed with a read-only credential
 /// that may read only files under a shared table's root.
 async fn sharing_service(
-    node: Arc<Node>,
+    node: Option<Arc<Node>>,
     config: &Config,
     public_endpoint: &str,
 ) -> anyhow::Result<FrontService> {
-    let sharing = lakeshare_protocol::open(
-        NodeSharingStore::new(node.clone()),
-        SharingOptions {
-            public_endpoint: public_endpoint.to_owned(),
-            presign_expiry_seconds: config.presign_expiry_seconds,
-            file_lists_bytes_max: config.cache_bytes,
-            replay_threads: REPLAY_THREADS,
-        },
-    )
-    .await
-    .map_err(|error| anyhow::anyhow!("{}", error.message))?;
+    let mut options = SharingOptions {
+        public_endpoint: public_endpoint.to_owned(),
+        presign_expiry_seconds: config.presign_expiry_seconds,
+        file_lists_bytes_max: config.cache_bytes,
+        replay_threads: REPLAY_THREADS,
+        presign_for: None,
+    };
+    let store: Arc<dyn SharingStore> = match (&node, &config.backend) {
+        (Some(node), _) => NodeSharingStore::new(node.clone()),
+        (None, Some(backend)) => {
+            // Recipients read files from the store itself, with URLs signed for it.
+            options.presign_for = Some((
+                backend.endpoint.clone(),
+                SharingCredential {
+                    access_key: backend.access_key.clone(),
+                    secret_key: backend.secret_key.clone(),
+                },
+            ));
+            RemoteSharingStore::new(backend.clone())
+        }
+        (None, None) => anyhow::bail!("neither drives nor a remote store to share from"),
+    };
+    let sharing = lakeshare_protocol::open(store, options)
+        .await
+        .map_err(|error| anyhow::anyhow!("{}", error.message))?;
+    let admin_route: Box<dyn s3s::route::S3Route> = Box::new(AdminRoute::new(
+        sharing.admin.clone(),
+        config.credentials.access_key.clone(),
+    ));
+    let Some(node) = node else {
+        // Other nodes change the catalog too: read it again every second.
+        let catalog = sharing.catalog.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(CATALOG_RELOAD_INTERVAL);
+            loop {
+                every.tick().await;
+                if let Err(error) = catalog.reload().await {
+                    tracing::warn!(%error, "reading the catalog from the remote store failed");
+                }
+            }
+        });
+        let s3 = build_routes_only_service(config.credentials.clone(), vec![admin_route]);
+        return Ok(FrontService::new(s3, None, sharing.service));
+    };
     let shared_files = sharing.catalog.clone();
     let reader = ReadOnlyCredential {
         access_key: sharing.url_credential.access_key,
@@ -139,10 +195,7 @@ async fn sharing_service(
         config.credentials.clone(),
         Some(reader),
         config.domains.clone(),
-        vec![Box::new(AdminRoute::new(
-            sharing.admin,
-            config.credentials.access_key.clone(),
-        ))],
+        vec![admin_route],
     );
-    Ok(FrontService::new(s3, forms, sharing.service))
+    Ok(FrontService::new(s3, Some(forms), sharing.service))
 }

@@ -117,8 +117,10 @@ class LakeshareServer:
         root_password: Optional[str],
         extra_args: Iterable[str],
         open_files_limit: Optional[int] = None,
+        extra_env: Optional[dict] = None,
     ):
         self.base_dir = base_dir
+        self.extra_env = dict(extra_env or {})
         self.drives = [base_dir / f"drive{index}" for index in range(1, drive_count + 1)]
         for drive in self.drives:
             drive.mkdir(parents=True, exist_ok=True)
@@ -155,6 +157,7 @@ class LakeshareServer:
         if self._root_password is not None:
             env["LAKESHARE_ROOT_PASSWORD"] = self._root_password
         env.setdefault("RUST_BACKTRACE", "1")
+        env.update(self.extra_env)
         return env
 
     def command(self) -> list[str]:
@@ -415,6 +418,7 @@ def lakeshare_server(request, tmp_path_factory):
         base_dir: Optional[Path] = None,
         start: bool = True,
         open_files_limit: Optional[int] = None,
+        extra_env: Optional[dict] = None,
     ) -> LakeshareServer:
         server = LakeshareServer(
             base_dir or tmp_path_factory.mktemp("lakeshare"),
@@ -425,6 +429,7 @@ def lakeshare_server(request, tmp_path_factory):
             root_password,
             extra_args,
             open_files_limit,
+            extra_env,
         )
         started.append(server)
         return server.start() if start else server

@@ -117,6 +117,31 @@ pub fn build_service(
     builder.build()
 }
 
+/// The S3 port of a node that stores nothing itself (a sharing node over a remote store): the
+/// health routes and `extra_routes` (the admin API), signed with the root credentials; every
+/// S3 operation answers `NotImplemented`.
+pub fn build_routes_only_service(
+    credentials: RootCredentials,
+    extra_routes: Vec<Box<dyn S3Route>>,
+) -> S3Service {
+    let mut builder = S3ServiceBuilder::new(NoObjects);
+    builder.set_auth(RootAuth(SimpleAuth::from_single(
+        credentials.access_key.clone(),
+        credentials.secret_key.clone(),
+    )));
+    builder.set_validation(RouteAwareNameValidation);
+    let mut routes: Vec<Box<dyn S3Route>> = vec![Box::new(HealthRoute)];
+    routes.extend(extra_routes);
+    builder.set_route(RouteTable::new(routes));
+    builder.build()
+}
+
+/// An S3 API with no objects: every operation is s3s's `NotImplemented`.
+struct NoObjects;
+
+#[async_trait::async_trait]
+impl s3s::S3 for NoObjects {}
+
 /// The root key pair; an unknown access key is `InvalidAccessKeyId` (403), as S3 says it.
 struct RootAuth(SimpleAuth);
 

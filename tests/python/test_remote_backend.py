@@ -1,0 +1,170 @@
+"""Issue 13: stateless sharing nodes over a remote object store (Ceph RADOS Gateway).
+
+Two `lakeshare server --backend RGW` nodes (no drives) share one catalog kept in a bucket of the
+store; `deltalake` writes the table straight to the store. A share made on one node and a token
+made on the other read the same rows through either; concurrent catalog changes on both nodes
+are all kept; a revoked token is refused by the other node within 2 s; a new commit is served
+at once; presigned URLs point at the store itself."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+
+import pytest
+import requests
+
+from test_sharing_catalog import Cli
+from test_sharing_delta import assert_same_rows, direct_read
+
+pytestmark = pytest.mark.ceph
+
+
+def rgw_options(rgw) -> dict:
+    return {
+        "AWS_ACCESS_KEY_ID": rgw.access_key,
+        "AWS_SECRET_ACCESS_KEY": rgw.secret_key,
+        "AWS_ENDPOINT_URL": rgw.endpoint,
+        "AWS_REGION": rgw.region,
+        "AWS_ALLOW_HTTP": "true",
+        "AWS_S3_ALLOW_UNSAFE_RENAME": "true",
+    }
+
+
+def sharing_node(lakeshare_server, rgw, catalog_bucket: str):
+    return lakeshare_server(
+        drives=0,
+        extra_args=["--backend", rgw.endpoint, "--backend-bucket", catalog_bucket],
+        extra_env={
+            "LAKESHARE_BACKEND_ACCESS_KEY": rgw.access_key,
+            "LAKESHARE_BACKEND_SECRET_KEY": rgw.secret_key,
+            "LAKESHARE_BACKEND_REGION": rgw.region,
+        },
+    )
+
+
+def cli_for(tmp_path, name: str, server) -> Cli:
+    cli = Cli(tmp_path / name)
+    cli.home.mkdir()
+    cli.run("alias", "set", "n", server.endpoint, server.access_key, server.secret_key)
+    return cli
+
+
+@pytest.fixture
+def two_nodes(ceph_rgw, lakeshare_server, tmp_path):
+    """Two sharing nodes over RGW, a fresh data bucket and catalog bucket each test."""
+    suffix = uuid.uuid4().hex[:8]
+    data_bucket, catalog_bucket = f"lake-{suffix}", f"catalog-{suffix}"
+    s3 = ceph_rgw.s3_client()
+    s3.create_bucket(Bucket=data_bucket)
+    s3.create_bucket(Bucket=catalog_bucket)
+    first = sharing_node(lakeshare_server, ceph_rgw, catalog_bucket)
+    second = sharing_node(lakeshare_server, ceph_rgw, catalog_bucket)
+    return (ceph_rgw, data_bucket, (first, cli_for(tmp_path, "h1", first)),
+            (second, cli_for(tmp_path, "h2", second)))
+
+
+def write_table(rgw, uri: str, values: list[int], mode: str = "overwrite") -> None:
+    import pandas as pd
+    from deltalake import write_deltalake
+
+    frame = pd.DataFrame({"id": values, "name": [f"n{value}" for value in values]})
+    write_deltalake(uri, frame, mode=mode, storage_options=rgw_options(rgw))
+
+
+def test_two_nodes_share_one_catalog_and_serve_the_store(two_nodes, tmp_path):
+    import delta_sharing
+
+    rgw, bucket, (first, first_cli), (second, second_cli) = two_nodes
+    uri = f"s3://{bucket}/people"
+    write_table(rgw, uri, [1, 2, 3])
+
+    first_cli.run("table", "share", "create", "n/remote", "s", f"people:delta:{bucket}:people/")
+    # The share made on the first node is known to the second within the reload bound.
+    deadline = time.monotonic() + 5
+    while True:
+        made = second_cli.run("table", "share", "token", "create", "n/remote", "--json",
+                              check=False)
+        if made.returncode == 0:
+            break
+        assert time.monotonic() < deadline, made.stderr
+        time.sleep(0.2)
+    token = json.loads(made.stdout)
+    profile = tmp_path / "remote.share"
+    profile.write_text(json.dumps(token["profile"]))
+    assert token["profile"]["endpoint"].startswith(second.endpoint)
+
+    shared = delta_sharing.load_as_pandas(f"{profile}#remote.s.people")
+    assert_same_rows(shared, direct_read(uri, rgw_options(rgw)), "through the second node")
+    # The same token through the first node (the catalog is one).
+    other = dict(token["profile"])
+    other["endpoint"] = other["endpoint"].replace(second.endpoint, first.endpoint)
+    other_profile = tmp_path / "remote-first.share"
+    other_profile.write_text(json.dumps(other))
+    made_at = time.monotonic()
+    while requests.get(f"{other['endpoint']}/shares", timeout=30,
+                       headers={"Authorization": f"Bearer {other['bearerToken']}"}
+                       ).status_code != 200:
+        assert time.monotonic() - made_at < 2.0, "a new token is unknown on the other node"
+        time.sleep(0.1)
+    via_first = delta_sharing.load_as_pandas(f"{other_profile}#remote.s.people")
+    assert_same_rows(via_first, shared, "through the first node")
+
+    # File URLs point at the store itself and work there.
+    answer = requests.post(f"{other['endpoint']}/shares/remote/schemas/s/tables/people/query",
+                           headers={"Authorization": f"Bearer {other['bearerToken']}"},
+                           json={}, timeout=60)
+    assert answer.status_code == 200, answer.text
+    urls = [json.loads(line)["file"]["url"] for line in answer.text.splitlines()[2:]]
+    assert urls and all(url.startswith(rgw.endpoint) for url in urls), urls[:2]
+    assert requests.get(urls[0], timeout=30).status_code == 200
+
+    # A commit written to the store is served at once by both nodes.
+    write_table(rgw, uri, [4, 5], mode="append")
+    for node_profile in (profile, other_profile):
+        rows = delta_sharing.load_as_pandas(f"{node_profile}#remote.s.people")
+        assert sorted(rows["id"]) == [1, 2, 3, 4, 5]
+
+    # Revoked on the second node: refused by the first within 2 s.
+    second_cli.run("table", "share", "token", "remove", "n", token["tokenId"])
+    revoked = time.monotonic()
+    while True:
+        status = requests.get(f"{other['endpoint']}/shares",
+                              headers={"Authorization": f"Bearer {other['bearerToken']}"},
+                              timeout=30).status_code
+        if status == 401:
+            break
+        assert time.monotonic() - revoked < 2.0, "the first node still accepts a revoked token"
+        time.sleep(0.1)
+
+
+def test_concurrent_catalog_changes_on_two_nodes_are_all_kept(two_nodes):
+    rgw, bucket, (first, first_cli), (second, second_cli) = two_nodes
+    write_table(rgw, f"s3://{bucket}/t", [1])
+    failures: list = []
+
+    def create(index: int) -> None:
+        cli = first_cli if index % 2 == 0 else second_cli
+        result = cli.run("table", "share", "create", f"n/share{index}", "s",
+                         f"t:delta:{bucket}:t/", check=False)
+        if result.returncode != 0:
+            failures.append(result.stderr)
+
+    threads = [threading.Thread(target=create, args=(index,)) for index in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert not failures, failures[:3]
+    expected = {f"share{index}" for index in range(12)}
+    deadline = time.monotonic() + 5
+    for cli in (first_cli, second_cli):
+        while True:
+            listed = cli.json("table", "share", "list", "n")
+            names = {share["name"] for share in listed["shares"]}
+            if names == expected:
+                break
+            assert time.monotonic() < deadline, sorted(expected - names)
+            time.sleep(0.2)
