@@ -1,6 +1,7 @@
-"""Issue 13: stateless sharing nodes over a remote object store (Ceph RADOS Gateway).
+"""Issue 13: stateless sharing nodes over a remote object store: a Ceph RADOS Gateway, and a
+lakeshare storage node used as the store.
 
-Two `lakeshare server --backend RGW` nodes (no drives) share one catalog kept in a bucket of the
+Two `lakeshare server --backend STORE` nodes (no drives) share one catalog kept in a bucket of the
 store; `deltalake` writes the table straight to the store. A share made on one node and a token
 made on the other read the same rows through either; concurrent catalog changes on both nodes
 are all kept; a revoked token is refused by the other node within 2 s; a new commit is served
@@ -52,17 +53,35 @@ def cli_for(tmp_path, name: str, server) -> Cli:
     return cli
 
 
-@pytest.fixture
-def two_nodes(ceph_rgw, lakeshare_server, tmp_path):
-    """Two sharing nodes over RGW, a fresh data bucket and catalog bucket each test."""
+class StorageNodeAsStore:
+    """A lakeshare storage node seen as a remote S3 store (what `CephRgw` offers)."""
+
+    def __init__(self, server):
+        self.server = server
+        self.endpoint = server.endpoint
+        self.access_key = server.access_key
+        self.secret_key = server.secret_key
+        self.region = "us-east-1"
+
+    def s3_client(self):
+        return self.server.s3_client()
+
+
+@pytest.fixture(params=["ceph-rgw", "lakeshare-node"])
+def two_nodes(request, lakeshare_server, tmp_path):
+    """Two sharing nodes over one store, a fresh data bucket and catalog bucket each test."""
+    if request.param == "ceph-rgw":
+        store = request.getfixturevalue("ceph_rgw")
+    else:
+        store = StorageNodeAsStore(lakeshare_server(drives=4, parity=2))
     suffix = uuid.uuid4().hex[:8]
     data_bucket, catalog_bucket = f"lake-{suffix}", f"catalog-{suffix}"
-    s3 = ceph_rgw.s3_client()
+    s3 = store.s3_client()
     s3.create_bucket(Bucket=data_bucket)
     s3.create_bucket(Bucket=catalog_bucket)
-    first = sharing_node(lakeshare_server, ceph_rgw, catalog_bucket)
-    second = sharing_node(lakeshare_server, ceph_rgw, catalog_bucket)
-    return (ceph_rgw, data_bucket, (first, cli_for(tmp_path, "h1", first)),
+    first = sharing_node(lakeshare_server, store, catalog_bucket)
+    second = sharing_node(lakeshare_server, store, catalog_bucket)
+    return (store, data_bucket, (first, cli_for(tmp_path, "h1", first)),
             (second, cli_for(tmp_path, "h2", second)))
 
 
