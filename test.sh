@@ -39,7 +39,7 @@ mvn -q -B -f tests/spark/pom.xml dependency:copy-dependencies \
   -DoutputDirectory="$PWD/tests/spark/jars"
 echo "$(ls tests/spark/jars | wc -l) jars, $(du -sh tests/spark/jars | cut -f1)"
 
-step "nginx (used by the benchmarks; optional for the tests)"
+step "nginx (the balancer of tests/python/test_balancer.py, and the benchmarks' anchor)"
 if command -v nginx >/dev/null 2>&1; then
   echo "nginx present: $(command -v nginx)"
 elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
@@ -48,10 +48,12 @@ elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q nginx >/dev/null 2>&1; }; then
     echo "nginx installed"
   else
-    echo "nginx could not be installed; only the benchmarks need it"
+    echo "apt-get install -y nginx failed; tests/python/test_balancer.py needs it" >&2
+    exit 1
   fi
 else
-  echo "nginx missing and not root: skipped; only the benchmarks need it"
+  echo "nginx missing and not root (apt-get install -y nginx); tests/python/test_balancer.py needs it" >&2
+  exit 1
 fi
 
 step "Ceph RADOS Gateway (ceph-mon ceph-osd radosgw ceph-common; the remote-back-end tests)"

@@ -52,11 +52,11 @@ def poll_until_done(table_url: str, headers: dict, query_id: str, body: dict,
         time.sleep(0.05)
 
 
-def synth_table(server, prefix: str, files: int) -> None:
+def synth_table(server, prefix: str, files: int, bucket: str = "lake") -> None:
     subprocess.run(
         [sys.executable, str(REPO / "loadtest" / "synth_delta.py"), "--endpoint",
          server.endpoint, "--access-key", server.access_key, "--secret-key", server.secret_key,
-         "--bucket", "lake", "--prefix", prefix, "--files", str(files)],
+         "--bucket", bucket, "--prefix", prefix, "--files", str(files)],
         check=True, capture_output=True, timeout=300)
 
 

@@ -1,0 +1,248 @@
+"""Issue 13: three sharing nodes behind Debian's nginx as the load balancer, over one Ceph RGW.
+
+Profiles name the balancer (LAKESHARE_SHARING_ENDPOINT); nginx round-robins requests over the
+three `--backend` nodes and tells which one answered (`X-Upstream`). A share made on node 1
+and a token made on node 2 read through the balancer; a token revoked on node 3 is refused on
+every node within 2 s; a new commit is served by every node; the pages of one paged query,
+served by different nodes, stay on one version; a node killed with SIGKILL in the middle of a
+large answer is left behind by the client's retry, and the catalog is whole on the others."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+
+from test_async_queries import synth_table
+from test_remote_backend import cli_for, rgw_options, write_table
+from test_sharing_delta import assert_same_rows, direct_read
+
+pytestmark = pytest.mark.ceph
+
+NODES = 3
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Balancer:
+    """nginx round-robin over the given `host:port`s on a free loopback port."""
+
+    def __init__(self, folder: Path, port: int):
+        self.folder = folder
+        self.port = port
+        self.endpoint = f"http://127.0.0.1:{port}"
+        self.process = None
+
+    def start(self, upstreams: list[str]) -> "Balancer":
+        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+        assert Path(nginx).exists(), "nginx is needed: apt-get install -y nginx (./test.sh does)"
+        (self.folder / "tmp").mkdir(parents=True, exist_ok=True)
+        servers = "\n".join(f"        server {upstream} max_fails=1 fail_timeout=30s;"
+                            for upstream in upstreams)
+        temp = self.folder / "tmp"
+        (self.folder / "nginx.conf").write_text(f"""
+worker_processes 1;
+daemon off;
+pid {self.folder}/nginx.pid;
+error_log {self.folder}/error.log warn;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    client_body_temp_path {temp}/body;
+    proxy_temp_path {temp}/proxy;
+    fastcgi_temp_path {temp}/fastcgi;
+    uwsgi_temp_path {temp}/uwsgi;
+    scgi_temp_path {temp}/scgi;
+    upstream sharing {{
+{servers}
+    }}
+    server {{
+        listen 127.0.0.1:{self.port};
+        location / {{
+            proxy_pass http://sharing;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host:$server_port;
+            proxy_buffering off;
+            proxy_request_buffering off;
+            proxy_next_upstream error timeout http_502 http_503 non_idempotent;
+            add_header X-Upstream $upstream_addr always;
+        }}
+    }}
+}}
+""")
+        self.process = subprocess.Popen(
+            [nginx, "-p", str(self.folder), "-c", str(self.folder / "nginx.conf"),
+             "-e", str(self.folder / "error.log")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return self
+            except OSError:
+                assert self.process.poll() is None, self.process.stderr.read().decode()
+                assert time.monotonic() < deadline, "nginx did not listen in 10 s"
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture
+def cluster(ceph_rgw, lakeshare_server, tmp_path):
+    suffix = uuid.uuid4().hex[:8]
+    bucket, catalog = f"lake-{suffix}", f"catalog-{suffix}"
+    s3 = ceph_rgw.s3_client()
+    s3.create_bucket(Bucket=bucket)
+    s3.create_bucket(Bucket=catalog)
+    balancer = Balancer(tmp_path / "nginx", free_port())
+    nodes = [
+        lakeshare_server(
+            drives=0,
+            extra_args=["--backend", ceph_rgw.endpoint, "--backend-bucket", catalog],
+            extra_env={
+                "LAKESHARE_BACKEND_ACCESS_KEY": ceph_rgw.access_key,
+                "LAKESHARE_BACKEND_SECRET_KEY": ceph_rgw.secret_key,
+                "LAKESHARE_BACKEND_REGION": ceph_rgw.region,
+                "LAKESHARE_SHARING_ENDPOINT": balancer.endpoint,
+            },
+        )
+        for _ in range(NODES)
+    ]
+    balancer.start([node.host_port for node in nodes])
+    clis = [cli_for(tmp_path, f"h{index}", node) for index, node in enumerate(nodes)]
+    yield ceph_rgw, bucket, nodes, clis, balancer
+    balancer.stop()
+
+
+def wait_until(condition, seconds: float, what: str):
+    deadline = time.monotonic() + seconds
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+
+
+def test_three_nodes_behind_nginx_serve_one_catalog(cluster, tmp_path):
+    import delta_sharing
+
+    rgw, bucket, nodes, clis, balancer = cluster
+    uri = f"s3://{bucket}/people"
+    write_table(rgw, uri, [1, 2, 3, 4, 5, 6])
+    for extra in ([7], [8], [9], [10]):
+        write_table(rgw, uri, extra, mode="append")
+
+    clis[0].run("table", "share", "create", "n/lb", "s", f"people:delta:{bucket}:people/")
+    made = wait_until(
+        lambda: (lambda result: result if result.returncode == 0 else None)(
+            clis[1].run("table", "share", "token", "create", "n/lb", "--json", check=False)),
+        5, "the share made on node 1 is unknown on node 2")
+    token = json.loads(made.stdout)
+    assert token["profile"]["endpoint"].startswith(balancer.endpoint)
+    profile = tmp_path / "lb.share"
+    profile.write_text(json.dumps(token["profile"]))
+    endpoint = token["profile"]["endpoint"]
+    auth = {"Authorization": f"Bearer {token['profile']['bearerToken']}"}
+
+    # Every node knows the token within 2 s: NODES requests in a row reach every node.
+    def all_nodes_answer(status: int) -> bool:
+        seen = {}
+        for _ in range(NODES * 2):
+            answer = requests.get(f"{endpoint}/shares", headers=auth, timeout=30)
+            seen[answer.headers.get("X-Upstream")] = answer.status_code
+        return len(seen) == NODES and set(seen.values()) == {status}
+
+    wait_until(lambda: all_nodes_answer(200), 2.0, "a node does not know the new token")
+    shared = delta_sharing.load_as_pandas(f"{profile}#lb.s.people")
+    assert_same_rows(shared, direct_read(uri, rgw_options(rgw)), "through the balancer")
+
+    # The pages of one query, served by different nodes, stay on one version.
+    url = f"{endpoint}/shares/lb/schemas/s/tables/people/query"
+    ids, upstreams, versions, page_token = [], set(), set(), None
+    while True:
+        body = {"maxFiles": 2, **({"pageToken": page_token} if page_token else {})}
+        answer = requests.post(url, headers=auth, json=body, timeout=60)
+        assert answer.status_code == 200, answer.text
+        upstreams.add(answer.headers["X-Upstream"])
+        versions.add(answer.headers["delta-table-version"])
+        lines = [json.loads(line) for line in answer.text.splitlines()]
+        ids += [line["file"]["id"] for line in lines if "file" in line]
+        page_token = lines[-1]["endStreamAction"].get("nextPageToken")
+        if not page_token:
+            break
+        if len(ids) == 2:
+            write_table(rgw, uri, [11], mode="append")  # a commit between pages
+    assert len(upstreams) > 1, upstreams
+    assert len(versions) == 1 and len(ids) == 5 and len(set(ids)) == 5, (versions, ids)
+
+    assert versions == {"4"}, versions
+    # The commit made between the pages is served by every node at once.
+    latest = {requests.post(url, headers=auth, json={}, timeout=60).headers[
+        "delta-table-version"] for _ in range(NODES * 2)}
+    assert latest == {"5"}, latest
+
+    # Revoked on node 3: refused on every node within 2 s.
+    clis[2].run("table", "share", "token", "remove", "n", token["tokenId"])
+    wait_until(lambda: all_nodes_answer(401), 2.0, "a node still accepts the revoked token")
+
+
+def test_a_node_killed_mid_answer_is_left_behind_by_the_retry(cluster, tmp_path):
+    rgw, bucket, nodes, clis, balancer = cluster
+    synth_table_on(rgw, bucket, "wide/", 100_000)
+    clis[0].run("table", "share", "create", "n/big", "s", f"wide:delta:{bucket}:wide/")
+    token = wait_until(
+        lambda: (lambda result: json.loads(result.stdout) if result.returncode == 0 else None)(
+            clis[0].run("table", "share", "token", "create", "n/big", "--json", check=False)),
+        5, "no token")
+    endpoint = token["profile"]["endpoint"]
+    auth = {"Authorization": f"Bearer {token['profile']['bearerToken']}"}
+    url = f"{endpoint}/shares/big/schemas/s/tables/wide/query"
+    wait_until(lambda: all(requests.get(f"{endpoint}/shares", headers=auth, timeout=30)
+                           .status_code == 200 for _ in range(NODES * 2)), 2.0, "token unknown")
+
+    with requests.post(url, headers=auth, json={}, stream=True, timeout=120) as answer:
+        assert answer.status_code == 200
+        serving = answer.headers["X-Upstream"]
+        chunks = answer.iter_content(64 * 1024)
+        next(chunks)
+        victim = next(node for node in nodes if node.host_port == serving)
+        victim.kill9()
+        with pytest.raises(requests.exceptions.RequestException):
+            for _ in chunks:
+                pass
+
+    # The client's retry through the balancer: a whole answer from another node.
+    retry = requests.post(url, headers=auth, json={}, timeout=300)
+    assert retry.status_code == 200, retry.text[:300]
+    assert retry.headers["X-Upstream"] != serving
+    lines = retry.text.splitlines()
+    assert len(lines) == 100_002 and all(line.startswith('{"file":') for line in lines[2:])
+    # The catalog is whole on the nodes left.
+    for node, cli in zip(nodes, clis):
+        if node is victim:
+            continue
+        names = {share["name"] for share in cli.json("table", "share", "list", "n")["shares"]}
+        assert names == {"big"}, names
+
+
+def synth_table_on(rgw, bucket: str, prefix: str, files: int) -> None:
+    class Store:
+        endpoint, access_key, secret_key = rgw.endpoint, rgw.access_key, rgw.secret_key
+
+    synth_table(Store, prefix, files, bucket=bucket)
