@@ -5,12 +5,15 @@
 //! 16 compares the raw header with its unquoted ETag and refuses the quoted form).
 //!
 //! Nothing is counted locally (`write_counter` is `None`): other clients write to the store,
-//! so every latest-snapshot request looks the next commit up. A store that does not answer,
+//! so a table's latest snapshot is looked up again (one `HEAD` of the next commit) when it is
+//! older than `FRESHNESS_BOUND`: a new commit is served by every node within a second. A store that does not answer,
 //! or answers 5xx, is `Unavailable` (503 to clients), never a wrong answer.
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
+
+use std::time::Duration;
 
 use bytes::Bytes;
 use lakeshare_protocol::store::{
@@ -22,6 +25,10 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, UpdateVersi
 
 use crate::config::BackendConfig;
 use crate::sharing_store::SeamErrors;
+
+/// A table's latest snapshot is looked up again (one `HEAD` of its next commit) at most this
+/// often: a commit written by any client is served by every node within it.
+const FRESHNESS_BOUND: Duration = Duration::from_secs(1);
 
 /// A remote S3 store as the sharing layer's store.
 pub struct RemoteSharingStore {
@@ -99,6 +106,10 @@ impl SharingStore for RemoteSharingStore {
 
     fn write_counter(&self, _bucket: &str, _folder: &str) -> Option<Arc<AtomicU64>> {
         None
+    }
+
+    fn freshness_bound(&self) -> Duration {
+        FRESHNESS_BOUND
     }
 
     async fn read_system(&self, key: &str) -> Result<Option<Versioned>, StoreError> {

@@ -86,6 +86,12 @@ pub trait SharingStore: Send + Sync + 'static {
     /// (changes must then be looked up).
     fn write_counter(&self, bucket: &str, folder: &str) -> Option<Arc<AtomicU64>>;
 
+    /// For folders without a write counter: how long what was read stays current before it
+    /// is looked up again (a new commit is served within this). Zero: look up every time.
+    fn freshness_bound(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
+
     /// The system document `key`, if it exists.
     async fn read_system(&self, key: &str) -> Result<Option<Versioned>, StoreError>;
 

@@ -192,10 +192,14 @@ def test_three_nodes_behind_nginx_serve_one_catalog(cluster, tmp_path):
     assert len(versions) == 1 and len(ids) == 5 and len(set(ids)) == 5, (versions, ids)
 
     assert versions == {"4"}, versions
-    # The commit made between the pages is served by every node at once.
-    latest = {requests.post(url, headers=auth, json={}, timeout=60).headers[
-        "delta-table-version"] for _ in range(NODES * 2)}
-    assert latest == {"5"}, latest
+    # The commit made between the pages is served by every node within the 1-s bound.
+    def every_node_serves_version_5() -> bool:
+        answers = [requests.post(url, headers=auth, json={}, timeout=60)
+                   for _ in range(NODES * 2)]
+        return ({answer.headers["delta-table-version"] for answer in answers} == {"5"}
+                and len({answer.headers["X-Upstream"] for answer in answers}) == NODES)
+
+    wait_until(every_node_serves_version_5, 3.0, "a node still serves the old version")
 
     # Revoked on node 3: refused on every node within 2 s.
     clis[2].run("table", "share", "token", "remove", "n", token["tokenId"])

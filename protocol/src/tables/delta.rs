@@ -103,7 +103,7 @@ impl Tables {
         if latest.log_writes.unchanged() {
             return Some(latest.described);
         }
-        let log_writes = latest.log_writes.now();
+        let lookup = latest.log_writes.mark();
         let version = latest.described.version;
         let next = object_store::path::Path::from(format!(
             "{location}_delta_log/{:020}.json",
@@ -117,10 +117,8 @@ impl Tables {
                     .lock()
                     .unwrap_or_else(|poisoned| poisoned.into_inner());
                 if let Some(entry) = described.get_mut(&table.id) {
-                    if let (true, Some(log_writes)) =
-                        (entry.described.version == version, log_writes)
-                    {
-                        entry.log_writes.saw(log_writes);
+                    if entry.described.version == version {
+                        entry.log_writes.saw(lookup);
                     }
                 }
                 Some(latest.described)

@@ -15,6 +15,7 @@ pub mod iceberg;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use delta_kernel::snapshot::SnapshotRef;
 use delta_kernel_default_engine::executor::tokio::TokioMultiThreadExecutor;
@@ -171,39 +172,64 @@ impl Tables {
     }
 }
 
-/// What a cached value saw of its folder's write counter (`SharingStore::write_counter`).
+/// What a cached value saw of its folder: the write counter (`SharingStore::write_counter`)
+/// when the store counts writes, else when the folder was last looked at.
 #[derive(Clone)]
 pub(crate) struct FolderWatch {
     counter: Option<Arc<AtomicU64>>,
     seen: u64,
+    looked_at: Instant,
+    /// How long an uncounted folder is taken as unchanged (`SharingStore::freshness_bound`).
+    recheck: Duration,
+}
+
+/// A lookup of a folder: the counter and the time when it started.
+#[derive(Clone, Copy)]
+pub(crate) struct LookupMark {
+    counter: Option<u64>,
+    at: Instant,
 }
 
 impl FolderWatch {
-    /// The counter of `folder/` of `bucket` as it is now, before the value is read.
+    /// The watch of `folder/` of `bucket` as it is now, before the value is read.
     pub(crate) fn start(store: &dyn SharingStore, bucket: &str, folder: &str) -> FolderWatch {
         let counter = store.write_counter(bucket, folder);
         let seen = counter
             .as_ref()
             .map_or(0, |counter| counter.load(Ordering::Acquire));
-        FolderWatch { counter, seen }
+        FolderWatch {
+            counter,
+            seen,
+            looked_at: Instant::now(),
+            recheck: store.freshness_bound(),
+        }
     }
 
-    /// Nothing was written since: only a store that counts every write can tell.
+    /// Nothing was written since (a counting store), or it was looked at less than the
+    /// store's freshness bound ago (a store others write to).
     pub(crate) fn unchanged(&self) -> bool {
-        self.counter
-            .as_ref()
-            .is_some_and(|counter| counter.load(Ordering::Acquire) == self.seen)
+        match &self.counter {
+            Some(counter) => counter.load(Ordering::Acquire) == self.seen,
+            None => self.looked_at.elapsed() < self.recheck,
+        }
     }
 
-    /// The counter now, to mark a lookup that found nothing new (`saw`).
-    pub(crate) fn now(&self) -> Option<u64> {
-        self.counter
-            .as_ref()
-            .map(|counter| counter.load(Ordering::Acquire))
+    /// Marks the start of a lookup, to record with `saw` when it found nothing new.
+    pub(crate) fn mark(&self) -> LookupMark {
+        LookupMark {
+            counter: self
+                .counter
+                .as_ref()
+                .map(|counter| counter.load(Ordering::Acquire)),
+            at: Instant::now(),
+        }
     }
 
-    pub(crate) fn saw(&mut self, value: u64) {
-        self.seen = self.seen.max(value);
+    pub(crate) fn saw(&mut self, mark: LookupMark) {
+        if let Some(counter) = mark.counter {
+            self.seen = self.seen.max(counter);
+        }
+        self.looked_at = self.looked_at.max(mark.at);
     }
 }
 
