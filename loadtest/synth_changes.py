@@ -101,22 +101,7 @@ def main(argv: list[str]) -> int:
     objects = build_log(args.commits, args.adds_per_commit, args.partitions, args.name,
                         args.checkpoint)
     built = time.monotonic()
-    import boto3
-    from botocore.config import Config
-
-    client = boto3.client(
-        "s3", endpoint_url=args.endpoint, aws_access_key_id=args.access_key,
-        aws_secret_access_key=args.secret_key, region_name=args.region,
-        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 3}),
-    )
-    if args.create_bucket:
-        existing = {bucket["Name"] for bucket in client.list_buckets().get("Buckets", [])}
-        if args.bucket not in existing:
-            client.create_bucket(Bucket=args.bucket)
-    prefix = args.prefix.strip("/") + "/"
-    # Commits first, _last_checkpoint after its checkpoint, as a writer would.
-    for key in sorted(objects, key=synth.upload_order):
-        client.upload_fileobj(io.BytesIO(objects[key]), args.bucket, prefix + key)
+    synth.upload(objects, args)
     finished = time.monotonic()
     print(json.dumps({
         "commits": args.commits,

@@ -37,11 +37,15 @@ pub struct RemoteSharingStore {
 }
 
 impl RemoteSharingStore {
-    pub fn new(config: BackendConfig) -> Arc<RemoteSharingStore> {
-        Arc::new(RemoteSharingStore {
+    /// Checks that a client can be built from `config` (the endpoint, the credentials): it is
+    /// what every bucket's client is built from, so `bucket` cannot fail afterwards.
+    pub fn new(config: BackendConfig) -> Result<Arc<RemoteSharingStore>, StoreError> {
+        let store = RemoteSharingStore {
             config,
             buckets: Mutex::new(HashMap::new()),
-        })
+        };
+        store.bucket_store(&store.config.bucket.clone())?;
+        Ok(Arc::new(store))
     }
 
     fn client(&self, bucket: &str) -> Result<Arc<dyn ObjectStore>, StoreError> {
@@ -88,7 +92,7 @@ impl SharingStore for RemoteSharingStore {
     fn bucket(&self, bucket: &str) -> Arc<dyn ObjectStore> {
         match self.bucket_store(bucket) {
             Ok(store) => store,
-            // The builder only fails on a malformed configuration, checked at start.
+            // The builder fails only on a malformed configuration, which `new` refused.
             Err(error) => panic!("{error}"),
         }
     }

@@ -1,4 +1,6 @@
-//! Opaque, tamper-evident tokens (`seal`/`open`), and the page tokens of the list routes.
+//! Opaque, tamper-evident tokens (`seal`/`open`), the page tokens of the list routes, and
+//! the checks every query page token (snapshot or version range) gets with the reference
+//! server's wording (`check_query_page`, `query_page_expiry_ms`, `parameters_digest`).
 //!
 //! A token is `base64url(json) "." base64url(hmac)`, keyed with the node secret. A page token names
 //! what it pages (kind, share id, schema) and the last item returned, never the page size,
@@ -29,6 +31,50 @@ pub struct PagePosition {
     /// Sort key of the last item returned.
     #[serde(rename = "a")]
     pub after: String,
+}
+
+/// How long a query page token can be used (the reference server's TTL: 3 days).
+pub const QUERY_PAGE_SECONDS: i64 = 3 * 24 * 3600;
+
+/// The expiry (ms since the epoch) of a query page token made now.
+pub fn query_page_expiry_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp() + QUERY_PAGE_SECONDS) * 1000
+}
+
+/// A digest of the request parameters a query page token pins (every page must repeat them).
+pub fn parameters_digest(parameters: &serde_json::Value) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, parameters.to_string().as_bytes());
+    hex::encode(&digest.as_ref()[..16])
+}
+
+/// A page token whose position can no longer be served (the reference's wording).
+pub fn page_token_expired() -> SharingError {
+    SharingError::invalid("The page token has expired")
+}
+
+/// What a query page token pinned, checked against the request it came with: the same
+/// table, not expired, the same parameters.
+pub fn check_query_page(
+    pinned_table_id: &str,
+    expires_ms: i64,
+    pinned_parameters: &str,
+    table_id: &str,
+    parameters: &str,
+) -> Result<()> {
+    if pinned_table_id != table_id {
+        return Err(SharingError::invalid(
+            "The table specified in the page token does not match the table being queried",
+        ));
+    }
+    if expires_ms <= time::OffsetDateTime::now_utc().unix_timestamp() * 1000 {
+        return Err(page_token_expired());
+    }
+    if pinned_parameters != parameters {
+        return Err(SharingError::invalid(
+            "Query parameter mismatch detected for the next page query",
+        ));
+    }
+    Ok(())
 }
 
 /// Seals `value` into a token only the holder of `secret` can have made.

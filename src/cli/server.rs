@@ -156,6 +156,7 @@ async fn sharing_service(
                 },
             ));
             RemoteSharingStore::new(backend.clone())
+                .map_err(|error| anyhow::anyhow!("--backend: {error}"))?
         }
         (None, None) => anyhow::bail!("neither drives nor a remote store to share from"),
     };

@@ -21,7 +21,7 @@ import pytest
 import requests
 
 from test_async_queries import synth_table
-from test_remote_backend import cli_for, rgw_options, write_table
+from test_remote_backend import cli_for, rgw_options, sharing_node, write_table
 from test_sharing_delta import assert_same_rows, direct_read
 
 pytestmark = pytest.mark.ceph
@@ -111,16 +111,8 @@ def cluster(ceph_rgw, lakeshare_server, tmp_path):
     s3.create_bucket(Bucket=catalog)
     balancer = Balancer(tmp_path / "nginx", free_port())
     nodes = [
-        lakeshare_server(
-            drives=0,
-            extra_args=["--backend", ceph_rgw.endpoint, "--backend-bucket", catalog],
-            extra_env={
-                "LAKESHARE_BACKEND_ACCESS_KEY": ceph_rgw.access_key,
-                "LAKESHARE_BACKEND_SECRET_KEY": ceph_rgw.secret_key,
-                "LAKESHARE_BACKEND_REGION": ceph_rgw.region,
-                "LAKESHARE_SHARING_ENDPOINT": balancer.endpoint,
-            },
-        )
+        sharing_node(lakeshare_server, ceph_rgw, catalog,
+                     {"LAKESHARE_SHARING_ENDPOINT": balancer.endpoint})
         for _ in range(NODES)
     ]
     balancer.start([node.host_port for node in nodes])
@@ -208,7 +200,7 @@ def test_three_nodes_behind_nginx_serve_one_catalog(cluster, tmp_path):
 
 def test_a_node_killed_mid_answer_is_left_behind_by_the_retry(cluster, tmp_path):
     rgw, bucket, nodes, clis, balancer = cluster
-    synth_table_on(rgw, bucket, "wide/", 100_000)
+    synth_table(rgw, "wide/", 100_000, bucket=bucket)
     clis[0].run("table", "share", "create", "n/big", "s", f"wide:delta:{bucket}:wide/")
     token = wait_until(
         lambda: (lambda result: json.loads(result.stdout) if result.returncode == 0 else None)(
@@ -244,9 +236,3 @@ def test_a_node_killed_mid_answer_is_left_behind_by_the_retry(cluster, tmp_path)
         names = {share["name"] for share in cli.json("table", "share", "list", "n")["shares"]}
         assert names == {"big"}, names
 
-
-def synth_table_on(rgw, bucket: str, prefix: str, files: int) -> None:
-    class Store:
-        endpoint, access_key, secret_key = rgw.endpoint, rgw.access_key, rgw.secret_key
-
-    synth_table(Store, prefix, files, bucket=bucket)

@@ -34,7 +34,8 @@ def rgw_options(rgw) -> dict:
     }
 
 
-def sharing_node(lakeshare_server, rgw, catalog_bucket: str):
+def sharing_node(lakeshare_server, rgw, catalog_bucket: str, extra_env: dict | None = None):
+    """A `--backend` node over the store `rgw` (no drives), its catalog in `catalog_bucket`."""
     return lakeshare_server(
         drives=0,
         extra_args=["--backend", rgw.endpoint, "--backend-bucket", catalog_bucket],
@@ -42,6 +43,7 @@ def sharing_node(lakeshare_server, rgw, catalog_bucket: str):
             "LAKESHARE_BACKEND_ACCESS_KEY": rgw.access_key,
             "LAKESHARE_BACKEND_SECRET_KEY": rgw.secret_key,
             "LAKESHARE_BACKEND_REGION": rgw.region,
+            **(extra_env or {}),
         },
     )
 

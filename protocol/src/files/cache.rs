@@ -19,6 +19,7 @@ use super::list::{
     ActiveFilesBuilder, BatchKept, FileRow, KeptPerFile, ICEBERG_BATCH_FILES,
 };
 use crate::error::{Result, SharingError};
+use crate::page_token::page_token_expired;
 use crate::tables::iceberg::loaded::iceberg_error;
 use crate::tables::iceberg::{self, IcebergTable, TableVersion};
 use crate::tables::{SnapshotSource, TableSnapshot, Tables};
@@ -58,11 +59,6 @@ impl ListOrder {
             ListOrder::Exactly(wanted) => wanted == order_id,
         }
     }
-}
-
-/// A page token whose list order can no longer be served (the reference's wording).
-pub fn page_token_expired() -> SharingError {
-    SharingError::invalid("The page token has expired")
 }
 
 impl FileLists {

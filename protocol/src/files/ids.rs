@@ -7,6 +7,9 @@ use md5::{Digest, Md5};
 use crate::capabilities::ResponseFormat;
 use crate::error::{Result, SharingError};
 
+/// The request header naming the file-id hash, echoed in the answer.
+pub const FILE_ID_HASH_HEADER: &str = "fileidhash";
+
 /// How file ids are hashed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FileIdHash {
@@ -20,6 +23,14 @@ impl FileIdHash {
             ResponseFormat::Parquet => FileIdHash::Md5,
             ResponseFormat::Delta => FileIdHash::Sha256,
         }
+    }
+
+    /// The hash a request's `fileidhash` header asks for, if it has one.
+    pub fn requested(headers: &http::HeaderMap) -> Result<Option<FileIdHash>> {
+        headers
+            .get(FILE_ID_HASH_HEADER)
+            .map(|value| FileIdHash::parse_header(value.to_str().unwrap_or("")))
+            .transpose()
     }
 
     /// The `fileidhash` header: `parquet` or `delta`, case-insensitive.

@@ -7,6 +7,6 @@ pub mod cache;
 pub mod ids;
 pub mod list;
 
-pub use cache::{page_token_expired, FileLists, ListOrder, FILE_LISTS_BYTES_DEFAULT};
+pub use cache::{FileLists, ListOrder, FILE_LISTS_BYTES_DEFAULT};
 pub use ids::FileIdHash;
 pub use list::{relative_path, ActiveFiles, DeletionVectorRef, FileRow, KeptPerFile, UrlSigner};

@@ -10,10 +10,13 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{header, HeaderValue, Response, StatusCode};
+use http_body_util::{BodyExt, StreamBody};
 
 use crate::body::ResponseBody;
 use crate::capabilities::{ResponseFormat, CAPABILITIES_HEADER};
-use crate::error::{ErrorKind, SharingError};
+use crate::error::{ErrorKind, Result, SharingError};
+use crate::files::ids::FILE_ID_HASH_HEADER;
+use crate::files::FileIdHash;
 use line_buffers::LineBuffers;
 
 /// Bytes gathered before a chunk is sent.
@@ -145,6 +148,37 @@ impl ChunkSender {
     }
 }
 
+/// An answer body that `write` produces on the replay pool into a `ChunkSender` starting
+/// with `head`. An error after the first byte ends the body with an `endStreamAction` naming
+/// it when the client announced `includeendstreamaction` (`errors_in_words`); otherwise the
+/// stream is cut, so the client never takes a short body for a whole one.
+pub(crate) fn blocking_body(
+    head: Vec<u8>,
+    line_buffers: Arc<LineBuffers>,
+    errors_in_words: bool,
+    what: &'static str,
+    write: impl FnOnce(&mut ChunkSender) -> Result<()> + Send + 'static,
+) -> ResponseBody {
+    let (sender, mut receiver) =
+        tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(CHUNKS_IN_FLIGHT_MAX);
+    tokio::task::spawn_blocking(move || {
+        let mut out = ChunkSender::new(sender, &head, line_buffers);
+        if let Err(error) = write(&mut out) {
+            tracing::warn!(%error, "{what} stream failed");
+            if errors_in_words {
+                out.end_with_error(&error);
+            } else {
+                out.fail(error.to_string());
+            }
+        }
+    });
+    let stream = futures::stream::poll_fn(move |context| receiver.poll_recv(context));
+    StreamBody::new(futures::StreamExt::map(stream, |chunk| {
+        chunk.map(http_body::Frame::data)
+    }))
+    .boxed()
+}
+
 /// An NDJSON response with the protocol's headers.
 pub fn ndjson_response(
     body: ResponseBody,
@@ -166,6 +200,13 @@ pub fn ndjson_response(
     }
     set_header(&mut response, CAPABILITIES_HEADER, &capabilities);
     response
+}
+
+/// Echoes the `fileidhash` a request asked for, as the reference server does.
+pub(crate) fn echo_file_id_hash(response: &mut Response<ResponseBody>, asked: Option<FileIdHash>) {
+    if let Some(hash) = asked {
+        set_header(response, FILE_ID_HASH_HEADER, hash.header_value());
+    }
 }
 
 pub(crate) fn set_header(response: &mut Response<ResponseBody>, name: &str, value: &str) {

@@ -42,22 +42,22 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes};
 use delta_kernel::Engine;
-use http::{HeaderValue, Response};
-use http_body_util::{BodyExt, StreamBody};
+use http::Response;
+
 use serde_json::{json, Map, Value};
-use time::OffsetDateTime;
 use url::Url;
 
 use crate::body::ResponseBody;
 use crate::capabilities::{choose_format, ResponseFormat};
 use crate::catalog::Table;
 use crate::error::{ErrorKind, Result, SharingError};
-use crate::files::{page_token_expired, relative_path, DeletionVectorRef, FileIdHash};
+use crate::files::{relative_path, DeletionVectorRef, FileIdHash};
 use crate::ndjson::lines::{end_stream_line, metadata_line, protocol_line, FileLineContext};
-use crate::ndjson::{ndjson_response, ChunkSender, CHUNKS_IN_FLIGHT_MAX};
-use crate::routes::query::{TableRequest, TableRoutes, PAGE_TOKEN_SECONDS};
+use crate::ndjson::{blocking_body, echo_file_id_hash, ndjson_response, ChunkSender};
+use crate::page_token::{check_query_page, parameters_digest, query_page_expiry_ms};
+use crate::routes::query::{TableRequest, TableRoutes};
 use crate::routes::query_value;
-use crate::routes::request::{capabilities, parse_timestamp, QueryRequest};
+use crate::routes::request::{capabilities, page_size, parse_timestamp, QueryRequest};
 use crate::tables::delta::KernelEngine;
 use crate::tables::iceberg::{self, ChangeKind, IcebergTable};
 use crate::tables::{table_url, SnapshotSource, TableSnapshot, Tables, VersionSelector};
@@ -116,15 +116,7 @@ impl ChangesParams {
         let max_files = match query_value(query, "maxFiles") {
             None => None,
             Some(text) => match text.trim().parse::<i64>() {
-                Ok(max_files) if max_files <= 0 => {
-                    return Err(SharingError::invalid("maxFiles must be positive"))
-                }
-                Ok(max_files) if max_files > i64::from(i32::MAX) => {
-                    return Err(SharingError::invalid(format!(
-                        "Not an int32 value: {max_files}"
-                    )))
-                }
-                Ok(max_files) => Some(max_files as u64),
+                Ok(max_files) => Some(page_size(max_files)?),
                 Err(_) => {
                     return Err(SharingError::invalid(format!(
                         "Not a numeric value: {text}"
@@ -148,7 +140,7 @@ impl ChangesParams {
     /// A digest of the parameters every page must repeat (all but `maxFiles` and
     /// `pageToken`, as the reference server's checksum).
     fn parameters_checksum(&self) -> String {
-        digest(&json!([
+        parameters_digest(&json!([
             "changes",
             RangeBound::digest_value(Some(self.start)),
             RangeBound::digest_value(self.end),
@@ -156,11 +148,6 @@ impl ChangesParams {
             self.include_historical_protocol,
         ]))
     }
-}
-
-fn digest(parameters: &Value) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, parameters.to_string().as_bytes());
-    hex::encode(&digest.as_ref()[..16])
 }
 
 /// A boolean query parameter (case-insensitive: Python sends `True`); absent is false.
@@ -257,19 +244,13 @@ fn open_range_page(
                 && (page.start..=page.end).contains(&page.next_version)
         })
         .ok_or_else(|| SharingError::invalid("Error decoding the page token"))?;
-    if page.table_id != table_id {
-        return Err(SharingError::invalid(
-            "The table specified in the page token does not match the table being queried",
-        ));
-    }
-    if page.expires_ms <= OffsetDateTime::now_utc().unix_timestamp() * 1000 {
-        return Err(page_token_expired());
-    }
-    if page.parameters_checksum != parameters_checksum {
-        return Err(SharingError::invalid(
-            "Query parameter mismatch detected for the next page query",
-        ));
-    }
+    check_query_page(
+        &page.table_id,
+        page.expires_ms,
+        &page.parameters_checksum,
+        table_id,
+        parameters_checksum,
+    )?;
     Ok(page)
 }
 
@@ -296,7 +277,7 @@ impl RangePaging {
             next_index,
             parameters_checksum: self.parameters_checksum.clone(),
             format: self.format.name().to_string(),
-            expires_ms: (OffsetDateTime::now_utc().unix_timestamp() + PAGE_TOKEN_SECONDS) * 1000,
+            expires_ms: query_page_expiry_ms(),
         };
         crate::page_token::seal(&self.token_secret, &page)
     }
@@ -404,9 +385,7 @@ impl TableRoutes {
             end,
             include_historical_metadata: true,
             include_historical_protocol: query.include_historical_protocol,
-            max_files: query
-                .max_files
-                .map(|max_files| u64::try_from(max_files).unwrap_or(1).max(1)),
+            max_files: query.max_files.map(page_size).transpose()?,
             page_token: query.page_token.clone().filter(|token| !token.is_empty()),
             parameters_checksum: query.parameters_checksum(),
         };
@@ -419,10 +398,7 @@ impl TableRoutes {
         range: RangeRequest,
     ) -> Result<Response<ResponseBody>> {
         let capabilities = capabilities(request.headers);
-        let id_hash_header = match request.headers.get("fileidhash") {
-            Some(value) => Some(FileIdHash::parse_header(value.to_str().unwrap_or(""))?),
-            None => None,
-        };
+        let id_hash_header = FileIdHash::requested(request.headers)?;
         let page = match &range.page_token {
             Some(token) => Some(open_range_page(
                 &self.token_secret,
@@ -492,51 +468,33 @@ impl TableRoutes {
         let signal_errors_in_stream = capabilities.include_end_stream_action;
         let start_version = feed.start;
 
-        let (sender, mut receiver) =
-            tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(CHUNKS_IN_FLIGHT_MAX);
         let presigner = self.presigner.clone();
         let tables = self.tables.clone();
-        let line_buffers = self.line_buffers.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut out = ChunkSender::new(sender, head.as_bytes(), line_buffers);
-            let result = FileLineContext::new(format, &feed.head, &presigner, id_hash, None)
-                .and_then(|context| {
-                    encode_feed(
-                        &tables,
-                        &feed,
-                        &context,
-                        history_shared,
-                        paging.as_ref(),
-                        end_stream_wanted,
-                        &mut out,
-                    )
-                });
-            if let Err(error) = result {
-                tracing::warn!(%error, "version range stream failed");
-                if signal_errors_in_stream {
-                    out.end_with_error(&error);
-                } else {
-                    out.fail(error.to_string());
-                }
-            }
-        });
-        let stream = futures::stream::poll_fn(move |context| receiver.poll_recv(context));
-        let body = StreamBody::new(futures::StreamExt::map(stream, |chunk| {
-            chunk.map(http_body::Frame::data)
-        }))
-        .boxed();
+        let body = blocking_body(
+            head.into_bytes(),
+            self.line_buffers.clone(),
+            signal_errors_in_stream,
+            "version range",
+            move |out| {
+                let context = FileLineContext::new(format, &feed.head, &presigner, id_hash, None)?;
+                encode_feed(
+                    &tables,
+                    &feed,
+                    &context,
+                    history_shared,
+                    paging.as_ref(),
+                    end_stream_wanted,
+                    out,
+                )
+            },
+        );
         let mut response = ndjson_response(
             body,
             start_version,
             format,
             capabilities.include_end_stream_action,
         );
-        if let Some(id_hash) = id_hash_header {
-            response.headers_mut().insert(
-                "fileidhash",
-                HeaderValue::from_static(id_hash.header_value()),
-            );
-        }
+        echo_file_id_hash(&mut response, id_hash_header);
         Ok(response)
     }
 }

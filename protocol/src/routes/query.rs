@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderMap, Response};
-use http_body_util::{BodyExt, StreamBody};
+
 use serde_json::Value;
 use time::OffsetDateTime;
 
@@ -22,16 +22,16 @@ use crate::body::{empty_body, full_body, ResponseBody};
 use crate::capabilities::{choose_format, ResponseFormat};
 use crate::catalog::{SourceType, Table};
 use crate::error::{Result, SharingError};
-use crate::files::{
-    page_token_expired, ActiveFiles, FileIdHash, FileLists, FileRow, KeptPerFile, ListOrder,
-};
+use crate::files::{ActiveFiles, FileIdHash, FileLists, FileRow, KeptPerFile, ListOrder};
 use crate::ndjson::line_buffers::LineBuffers;
 use crate::ndjson::lines::{
     end_stream_line, metadata_line, protocol_line, set_table_size, FileLineContext,
 };
 use crate::ndjson::{
-    ndjson_response, set_header, ChunkSender, CHUNKS_IN_FLIGHT_MAX, TABLE_VERSION_HEADER,
+    blocking_body, echo_file_id_hash, ndjson_response, set_header, ChunkSender,
+    TABLE_VERSION_HEADER,
 };
+use crate::page_token::{check_query_page, page_token_expired, query_page_expiry_ms};
 use crate::predicate::{
     live_records, might_match, parse_predicate, FileFacts, LimitTracker, PartitionValues, Predicate,
 };
@@ -235,7 +235,10 @@ impl TableRoutes {
         if snapshot_selector == VersionSelector::Latest {
             if let Some(current) = self.tables.latest_if_current(request.table).await {
                 if self.lists.cached_files(&current).is_some() {
-                    return self.answer_query(request, query, selector, None).await;
+                    let current = TableSnapshot::clone(&current);
+                    return self
+                        .answer_query(request, query, selector, Some(current))
+                        .await;
                 }
             }
         }
@@ -319,10 +322,7 @@ impl TableRoutes {
         pinned: Option<TableSnapshot>,
     ) -> Result<Response<ResponseBody>> {
         let capabilities = capabilities(request.headers);
-        let id_hash_header = match request.headers.get("fileidhash") {
-            Some(value) => Some(FileIdHash::parse_header(value.to_str().unwrap_or(""))?),
-            None => None,
-        };
+        let id_hash_header = FileIdHash::requested(request.headers)?;
         let history_shared = request.table.history_shared;
         let parameters_checksum = query.parameters_checksum();
         let page = match &query.page_token {
@@ -429,31 +429,15 @@ impl TableRoutes {
             )?;
             full_body(out.chunk.freeze())
         } else {
-            let (sender, mut receiver) =
-                tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(CHUNKS_IN_FLIGHT_MAX);
             let lists = self.lists.clone();
             let presigner = self.presigner.clone();
-            let line_buffers = self.line_buffers.clone();
-            let signal_errors_in_stream = capabilities.include_end_stream_action;
-            tokio::task::spawn_blocking(move || {
-                let mut out = ChunkSender::new(sender, head.as_bytes(), line_buffers);
-                let result = stream_files(
-                    &lists, &presigner, &snapshot, &query, &plan, cached, &mut out,
-                );
-                if let Err(error) = result {
-                    tracing::warn!(%error, "query stream failed");
-                    if signal_errors_in_stream {
-                        out.end_with_error(&error);
-                    } else {
-                        out.fail(error.to_string());
-                    }
-                }
-            });
-            let stream = futures::stream::poll_fn(move |context| receiver.poll_recv(context));
-            StreamBody::new(futures::StreamExt::map(stream, |chunk| {
-                chunk.map(http_body::Frame::data)
-            }))
-            .boxed()
+            blocking_body(
+                head.into_bytes(),
+                self.line_buffers.clone(),
+                capabilities.include_end_stream_action,
+                "query",
+                move |out| stream_files(&lists, &presigner, &snapshot, &query, &plan, cached, out),
+            )
         };
         let mut response = ndjson_response(
             body,
@@ -461,9 +445,7 @@ impl TableRoutes {
             format,
             capabilities.include_end_stream_action,
         );
-        if let Some(id_hash) = id_hash_header {
-            set_header(&mut response, "fileidhash", id_hash.header_value());
-        }
+        echo_file_id_hash(&mut response, id_hash_header);
         Ok(response)
     }
 
@@ -476,19 +458,13 @@ impl TableRoutes {
     ) -> Result<QueryPage> {
         let page: QueryPage = crate::page_token::open(&self.token_secret, token)
             .ok_or_else(|| SharingError::invalid("Error decoding the page token"))?;
-        if page.table_id != table.id {
-            return Err(SharingError::invalid(
-                "The table specified in the page token does not match the table being queried",
-            ));
-        }
-        if page.expires_ms <= OffsetDateTime::now_utc().unix_timestamp() * 1000 {
-            return Err(page_token_expired());
-        }
-        if page.parameters_checksum != parameters_checksum {
-            return Err(SharingError::invalid(
-                "Query parameter mismatch detected for the next page query",
-            ));
-        }
+        check_query_page(
+            &page.table_id,
+            page.expires_ms,
+            &page.parameters_checksum,
+            &table.id,
+            parameters_checksum,
+        )?;
         Ok(page)
     }
 
@@ -591,9 +567,6 @@ struct EndStream {
     refresh_token: Option<String>,
 }
 
-/// How long a page token can be used (the reference server's TTL: 3 days).
-pub const PAGE_TOKEN_SECONDS: i64 = 3 * 24 * 3600;
-
 /// What a query page token pins: the table, the snapshot version of the first page, where
 /// the next page starts in the version's file list, and the request's other parameters.
 #[derive(Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -659,7 +632,7 @@ impl Paging {
             next_index,
             records_so_far,
             parameters_checksum: self.parameters_checksum.clone(),
-            expires_ms: (OffsetDateTime::now_utc().unix_timestamp() + PAGE_TOKEN_SECONDS) * 1000,
+            expires_ms: query_page_expiry_ms(),
         };
         crate::page_token::seal(&self.token_secret, &page)
     }

@@ -90,7 +90,7 @@ impl QueryRequest {
     /// fields). The capabilities header is not part of it: the Spark connector asks for
     /// `includeendstreamaction` on later pages only.
     pub(crate) fn parameters_checksum(&self) -> String {
-        let parameters = serde_json::json!([
+        crate::page_token::parameters_digest(&serde_json::json!([
             self.predicate_hints,
             self.json_predicate_hints,
             self.limit_hint,
@@ -99,9 +99,7 @@ impl QueryRequest {
             self.starting_version,
             self.ending_version,
             self.include_historical_protocol,
-        ]);
-        let digest = ring::digest::digest(&ring::digest::SHA256, parameters.to_string().as_bytes());
-        hex::encode(&digest.as_ref()[..16])
+        ]))
     }
 
     /// The snapshot asked for, after the reference server's parameter checks; a request for
@@ -138,14 +136,7 @@ impl QueryRequest {
             }
         }
         if let Some(max_files) = self.max_files {
-            if max_files <= 0 {
-                return Err(SharingError::invalid("maxFiles must be positive"));
-            }
-            if max_files > i64::from(i32::MAX) {
-                return Err(SharingError::invalid(format!(
-                    "Not an int32 value: {max_files}"
-                )));
-            }
+            page_size(max_files)?;
         }
         if let Some(version) = self.version {
             if version < 0 {
@@ -179,6 +170,19 @@ impl QueryRequest {
         }
         Ok(VersionSelector::Latest)
     }
+}
+
+/// A `maxFiles` page size, checked with the reference server's wording.
+pub fn page_size(max_files: i64) -> Result<u64> {
+    if max_files <= 0 {
+        return Err(SharingError::invalid("maxFiles must be positive"));
+    }
+    if max_files > i64::from(i32::MAX) {
+        return Err(SharingError::invalid(format!(
+            "Not an int32 value: {max_files}"
+        )));
+    }
+    Ok(max_files as u64)
 }
 
 pub fn capabilities(headers: &HeaderMap) -> Capabilities {
