@@ -21,7 +21,10 @@ use lakeshare_protocol::store::{
 };
 use object_store::aws::{AmazonS3Builder, S3ConditionalPut};
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, UpdateVersion};
+use object_store::{
+    BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, RetryConfig,
+    UpdateVersion,
+};
 
 use crate::config::BackendConfig;
 use crate::sharing_store::SeamErrors;
@@ -29,6 +32,17 @@ use crate::sharing_store::SeamErrors;
 /// A table's latest snapshot is looked up again (one `HEAD` of its next commit) at most this
 /// often: a commit written by any client is served by every node within it.
 const FRESHNESS_BOUND: Duration = Duration::from_secs(1);
+
+/// A store that does not accept a connection within this is unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// A store that sends nothing for this long in an answer (headers or body) has stalled. There
+/// is no bound on a whole request: a large object streams for as long as it keeps coming.
+const READ_TIMEOUT: Duration = Duration::from_secs(20);
+/// Retries of a failed request (unreachable, 5xx, throttled), all within `RETRY_TIMEOUT`:
+/// a store that is down is a 503 to clients within seconds, not after object_store's default
+/// ten retries over three minutes.
+const RETRIES_MAX: usize = 2;
+const RETRY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A remote S3 store as the sharing layer's store.
 pub struct RemoteSharingStore {
@@ -51,13 +65,24 @@ impl RemoteSharingStore {
     fn client(&self, bucket: &str) -> Result<Arc<dyn ObjectStore>, StoreError> {
         let store = AmazonS3Builder::new()
             .with_endpoint(&self.config.endpoint)
-            .with_allow_http(self.config.endpoint.starts_with("http://"))
             .with_virtual_hosted_style_request(false)
             .with_bucket_name(bucket)
             .with_region(&self.config.region)
             .with_access_key_id(&self.config.access_key)
             .with_secret_access_key(&self.config.secret_key)
             .with_conditional_put(S3ConditionalPut::ETagMatch)
+            .with_client_options(
+                ClientOptions::new()
+                    .with_allow_http(self.config.endpoint.starts_with("http://"))
+                    .with_connect_timeout(CONNECT_TIMEOUT)
+                    .with_timeout_disabled()
+                    .with_read_timeout(READ_TIMEOUT),
+            )
+            .with_retry(RetryConfig {
+                backoff: BackoffConfig::default(),
+                max_retries: RETRIES_MAX,
+                retry_timeout: RETRY_TIMEOUT,
+            })
             .build()
             .map_err(|error| StoreError {
                 kind: StoreErrorKind::Internal,

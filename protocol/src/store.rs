@@ -104,6 +104,41 @@ pub trait SharingStore: Send + Sync + 'static {
     ) -> Result<Written, StoreError>;
 }
 
+/// The first `StoreError` in `error`'s source chain: a table library (delta_kernel, parquet)
+/// reports the store's failure wrapped in its own errors.
+pub fn store_error_within<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a StoreError> {
+    let mut current = Some(error);
+    while let Some(error) = current {
+        if let Some(store) = error.downcast_ref::<StoreError>() {
+            return Some(store);
+        }
+        // delta_kernel keeps an object_store error without naming it as the source.
+        current = match error.downcast_ref::<delta_kernel::KernelError>() {
+            Some(delta_kernel::KernelError::ObjectStore(inner)) => Some(inner),
+            Some(delta_kernel::KernelError::Backtraced { source, .. }) => Some(source.as_ref()),
+            _ => error.source(),
+        };
+    }
+    None
+}
+
+/// A table library's error as the protocol answers it: an unavailable store found in its
+/// source chain stays a 503 (a retry may succeed), anything else is `otherwise(message)`.
+pub fn library_error(
+    error: &(dyn std::error::Error + 'static),
+    otherwise: impl FnOnce(String) -> SharingError,
+) -> SharingError {
+    match store_error_within(error) {
+        Some(store) if store.kind == StoreErrorKind::Unavailable => SharingError::new(
+            ErrorKind::Unavailable,
+            format!("the table store cannot be read now: {store}"),
+        ),
+        _ => otherwise(error.to_string()),
+    }
+}
+
 /// An `object_store` error as the protocol answers it: a missing object is 404, a
 /// `StoreError` keeps its kind, anything else is internal.
 pub fn object_error(error: object_store::Error) -> SharingError {
@@ -116,5 +151,45 @@ pub fn object_error(error: object_store::Error) -> SharingError {
             Err(source) => SharingError::internal(source.to_string()),
         },
         other => SharingError::internal(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unreachable_store() -> object_store::Error {
+        object_store::Error::Generic {
+            store: "S3",
+            source: Box::new(StoreError {
+                kind: StoreErrorKind::Unavailable,
+                message: "the remote store did not answer: connection refused".into(),
+            }),
+        }
+    }
+
+    #[test]
+    fn an_unavailable_store_inside_a_kernel_error_stays_a_503() {
+        let kernel = delta_kernel::KernelError::from(unreachable_store());
+        let answered = library_error(&kernel, SharingError::internal);
+        assert_eq!(
+            answered.kind,
+            ErrorKind::Unavailable,
+            "{}",
+            answered.message
+        );
+        assert!(
+            answered.message.contains("connection refused"),
+            "{}",
+            answered.message
+        );
+    }
+
+    #[test]
+    fn other_library_errors_keep_the_callers_kind() {
+        let kernel = delta_kernel::KernelError::generic("checkpoint is not parquet");
+        let answered = library_error(&kernel, SharingError::internal);
+        assert_eq!(answered.kind, ErrorKind::Internal);
+        assert!(answered.message.contains("checkpoint is not parquet"));
     }
 }

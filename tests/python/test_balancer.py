@@ -97,9 +97,10 @@ http {{
                 time.sleep(0.05)
 
     def stop(self) -> None:
+        # SIGTERM: the master stops its workers (SIGKILL would leave them serving).
         if self.process and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+            self.process.terminate()
+            self.process.wait(10)
 
 
 @pytest.fixture

@@ -468,7 +468,7 @@ pub fn scan_active_files(
         // Files are listed, never read here: no per-file transform expressions.
         .without_row_transforms()
         .build()
-        .map_err(|error| SharingError::internal(format!("scan: {error}")))?;
+        .map_err(replay_error("scan"))?;
     let batches: Box<dyn Iterator<Item = delta_kernel::error::KernelResult<ScanMetadata>> + '_> =
         match base {
             Some(base) => {
@@ -486,24 +486,31 @@ pub fn scan_active_files(
                 .scan_metadata(engine)
                 .map(|batches| Box::new(batches) as Box<dyn Iterator<Item = _>>),
         }
-        .map_err(|error| SharingError::internal(format!("scan metadata: {error}")))?;
+        .map_err(replay_error("scan metadata"))?;
     for metadata in batches {
-        let metadata =
-            metadata.map_err(|error| SharingError::internal(format!("log replay: {error}")))?;
+        let metadata = metadata.map_err(replay_error("log replay"))?;
         let (data, selection) = metadata.scan_files.into_parts();
         let batch: RecordBatch = ArrowEngineData::try_from_engine_data(data)
-            .map_err(|error| SharingError::internal(format!("scan batch: {error}")))?
+            .map_err(replay_error("scan batch"))?
             .into();
         let selected: BooleanArray = (0..batch.num_rows())
             .map(|row| Some(selection.get(row).copied().unwrap_or(true)))
             .collect();
-        let batch = filter_record_batch(&batch, &selected)
-            .map_err(|error| SharingError::internal(format!("scan batch: {error}")))?;
+        let batch = filter_record_batch(&batch, &selected).map_err(replay_error("scan batch"))?;
         if batch.num_rows() > 0 && visit(batch).is_break() {
             return Ok(());
         }
     }
     Ok(())
+}
+
+/// An error of the log replay named `what`: internal, unless the store could not be read.
+fn replay_error<E: std::error::Error + 'static>(what: &'static str) -> impl Fn(E) -> SharingError {
+    move |error| {
+        crate::store::library_error(&error, |message| {
+            SharingError::internal(format!("{what}: {message}"))
+        })
+    }
 }
 
 /// Files per scan-row batch built from an Iceberg version.

@@ -714,8 +714,10 @@ fn commit_version(file_name: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
-fn log_error(error: &dyn std::fmt::Display) -> SharingError {
-    SharingError::internal(format!("the table's log cannot be read: {error}"))
+fn log_error(error: &(dyn std::error::Error + 'static)) -> SharingError {
+    crate::store::library_error(error, |message| {
+        SharingError::internal(format!("the table's log cannot be read: {message}"))
+    })
 }
 
 fn invalid_commit(version: u64, error: &dyn std::fmt::Display) -> SharingError {

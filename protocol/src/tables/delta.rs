@@ -27,6 +27,7 @@ use super::{
 use crate::capabilities::TableNeeds;
 use crate::catalog::Table;
 use crate::error::{ErrorKind, Result, SharingError};
+use crate::store::library_error;
 
 pub type KernelEngine = DefaultEngine<TokioMultiThreadExecutor>;
 
@@ -235,7 +236,7 @@ impl Tables {
             Some(previous) => Snapshot::builder_from(previous).build(engine),
             None => Snapshot::builder_for(url.as_str()).build(engine),
         }
-        .map_err(|error| load_error(table, &error.to_string()))?;
+        .map_err(|error| load_error(table, &error))?;
         self.delta
             .latest
             .lock()
@@ -271,7 +272,9 @@ impl Tables {
             .at_version(version)
             .build(engine)
             .map_err(|error| {
-                SharingError::invalid(format!("Cannot load table version {version}: {error}"))
+                library_error(&error, |message| {
+                    SharingError::invalid(format!("Cannot load table version {version}: {message}"))
+                })
             })?;
         self.delta
             .snapshots
@@ -336,7 +339,11 @@ fn describe(snapshot: SnapshotRef, bucket: String, location: String) -> Result<T
 
 /// A Delta table's log cannot be loaded: a clear error naming the table, never a hidden
 /// internal one (clients would retry it for minutes). A log with no commit left is 404.
-fn load_error(table: &Table, message: &str) -> SharingError {
+fn load_error(table: &Table, error: &(dyn std::error::Error + 'static)) -> SharingError {
+    library_error(error, |message| broken_log_error(table, &message))
+}
+
+fn broken_log_error(table: &Table, message: &str) -> SharingError {
     let location = format!(
         "{}/{}_delta_log/",
         table.bucket.as_deref().unwrap_or_default(),
