@@ -62,6 +62,11 @@ pub struct RawConfig {
     /// The remote store's bucket that holds the catalog [default: lakeshare].
     #[arg(long, env = "LAKESHARE_BACKEND_BUCKET", default_value = "lakeshare")]
     pub backend_bucket: String,
+    /// With `--backend`: file URLs in answers are presigned for the store at this endpoint
+    /// (what recipients reach it at), so they read from it directly [default: URLs name this
+    /// node, which checks them and streams each file from the store].
+    #[arg(long, env = "LAKESHARE_PRESIGN_DIRECT", value_name = "URL")]
+    pub presign_direct: Option<String>,
 }
 
 /// A remote store the node shares from (`--backend`).
@@ -72,6 +77,8 @@ pub struct BackendConfig {
     pub access_key: String,
     pub secret_key: String,
     pub region: String,
+    /// `--presign-direct`: file URLs are signed for the store at this endpoint.
+    pub presign_direct: Option<String>,
 }
 
 /// Default budget of the table caches.
@@ -217,7 +224,14 @@ fn backend_config(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Option<BackendConfig>, Vec<String>> {
     let Some(endpoint) = raw.backend.as_deref().map(str::trim) else {
-        return Ok(None);
+        return match &raw.presign_direct {
+            Some(_) => Err(vec![
+                "--presign-direct: only a sharing node over a remote store (--backend) \
+                 signs URLs for another endpoint"
+                    .to_owned(),
+            ]),
+            None => Ok(None),
+        };
     };
     let mut errors = Vec::new();
     if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
@@ -242,6 +256,14 @@ fn backend_config(
     let access_key = required("LAKESHARE_BACKEND_ACCESS_KEY", &mut errors);
     let secret_key = required("LAKESHARE_BACKEND_SECRET_KEY", &mut errors);
     let region = env("LAKESHARE_BACKEND_REGION").unwrap_or_else(|| "us-east-1".to_owned());
+    let presign_direct = raw.presign_direct.as_deref().map(str::trim);
+    if let Some(direct) = presign_direct {
+        if !(direct.starts_with("http://") || direct.starts_with("https://")) {
+            errors.push(format!(
+                "--presign-direct {direct:?}: expected the store's http:// or https:// URL"
+            ));
+        }
+    }
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -251,6 +273,7 @@ fn backend_config(
         access_key,
         secret_key,
         region,
+        presign_direct: presign_direct.map(|url| url.trim_end_matches('/').to_owned()),
     }))
 }
 
@@ -486,6 +509,33 @@ mod tests {
                 .any(|e| e.contains("LAKESHARE_BACKEND_ACCESS_KEY")),
             "{errors:?}"
         );
+    }
+
+    #[test]
+    fn r13_presign_direct_needs_a_backend_and_a_url() {
+        let credentials = |name: &str| match name {
+            "LAKESHARE_BACKEND_ACCESS_KEY" => Some("ak".to_owned()),
+            "LAKESHARE_BACKEND_SECRET_KEY" => Some("sk".to_owned()),
+            _ => None,
+        };
+        let mut direct = raw(&[]);
+        direct.backend = Some("http://127.0.0.1:7480".to_owned());
+        direct.presign_direct = Some("https://s3.example.com/".to_owned());
+        let backend = Config::from_raw(direct.clone(), &credentials)
+            .unwrap()
+            .backend
+            .unwrap();
+        assert_eq!(
+            backend.presign_direct.as_deref(),
+            Some("https://s3.example.com")
+        );
+        direct.presign_direct = Some("s3.example.com".to_owned());
+        let errors = Config::from_raw(direct, &credentials).unwrap_err();
+        assert!(errors[0].contains("--presign-direct"), "{errors:?}");
+        let mut on_drives = raw(&["/tmp/d1"]);
+        on_drives.presign_direct = Some("https://s3.example.com".to_owned());
+        let errors = Config::from_raw(on_drives, &credentials).unwrap_err();
+        assert!(errors[0].contains("only a sharing node"), "{errors:?}");
     }
 
     #[test]

@@ -46,6 +46,7 @@ impl Service<Request<Incoming>> for FrontService {
             // A presigned URL signs GET; clients (fsspec) ask HEAD for the size first. Answer
             // it as the GET it is signed for: hyper sends the headers of a HEAD answer only.
             *request.method_mut() = http::Method::GET;
+            request.extensions_mut().insert(PresignedHead);
         }
         if is_sharing_path(request.uri().path()) {
             let sharing = self.sharing.clone();
@@ -79,6 +80,11 @@ impl Service<Request<Incoming>> for FrontService {
         }
     }
 }
+
+/// Marks a presigned HEAD answered as its GET: an operation that fetches the body from
+/// elsewhere (a remote store) asks for the headers only.
+#[derive(Clone, Copy, Debug)]
+pub struct PresignedHead;
 
 /// A HEAD carrying a query signature (SigV4 or SigV2 presigned URL).
 fn is_presigned_head(request: &Request<Incoming>) -> bool {

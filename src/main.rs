@@ -6,6 +6,7 @@ mod admin_route;
 mod cli;
 mod config;
 mod front;
+mod remote_objects;
 mod remote_store;
 mod sharing_store;
 mod sigv4;

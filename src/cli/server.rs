@@ -16,12 +16,13 @@ use lakeshare_protocol::presign::SharingCredential;
 use lakeshare_protocol::store::SharingStore;
 use lakeshare_protocol::SharingOptions;
 use lakeshare_storage::s3::form::FormUploads;
-use lakeshare_storage::s3::{build_routes_only_service, build_service, ReadOnlyCredential};
+use lakeshare_storage::s3::{build_gateway_service, build_service, ReadOnlyCredential};
 use lakeshare_storage::{Node, StorageConfig};
 
 use crate::admin_route::AdminRoute;
 use crate::config::{Config, DEFAULT_CREDENTIALS_WARNING};
 use crate::front::FrontService;
+use crate::remote_objects::RemoteObjects;
 use crate::remote_store::RemoteSharingStore;
 use crate::sharing_store::NodeSharingStore;
 
@@ -144,19 +145,24 @@ async fn sharing_service(
         replay_threads: REPLAY_THREADS,
         presign_for: None,
     };
+    let mut remote = None;
     let store: Arc<dyn SharingStore> = match (&node, &config.backend) {
         (Some(node), _) => NodeSharingStore::new(node.clone()),
         (None, Some(backend)) => {
-            // Recipients read files from the store itself, with URLs signed for it.
-            options.presign_for = Some((
-                backend.endpoint.clone(),
-                SharingCredential {
-                    access_key: backend.access_key.clone(),
-                    secret_key: backend.secret_key.clone(),
-                },
-            ));
-            RemoteSharingStore::new(backend.clone())
-                .map_err(|error| anyhow::anyhow!("--backend: {error}"))?
+            if let Some(direct) = &backend.presign_direct {
+                // Recipients read files from the store itself, with URLs signed for it.
+                options.presign_for = Some((
+                    direct.clone(),
+                    SharingCredential {
+                        access_key: backend.access_key.clone(),
+                        secret_key: backend.secret_key.clone(),
+                    },
+                ));
+            }
+            let store = RemoteSharingStore::new(backend.clone())
+                .map_err(|error| anyhow::anyhow!("--backend: {error}"))?;
+            remote = Some(store.clone());
+            store
         }
         (None, None) => anyhow::bail!("neither drives nor a remote store to share from"),
     };
@@ -167,6 +173,14 @@ async fn sharing_service(
         sharing.admin.clone(),
         config.credentials.access_key.clone(),
     ));
+    let shared_files = sharing.catalog.clone();
+    let reader = ReadOnlyCredential {
+        access_key: sharing.url_credential.access_key.clone(),
+        secret_key: sharing.url_credential.secret_key.clone(),
+        allows: Arc::new(move |bucket: &str, key: &str| {
+            shared_files.snapshot().is_shared_object(bucket, key)
+        }),
+    };
     let Some(node) = node else {
         // Other nodes change the catalog too: read it again every second.
         let catalog = sharing.catalog.clone();
@@ -179,16 +193,20 @@ async fn sharing_service(
                 }
             }
         });
-        let s3 = build_routes_only_service(config.credentials.clone(), vec![admin_route]);
+        let remote = remote.expect("a node without drives shares from a remote store");
+        // URLs signed for the store itself are checked there; the node checks its own.
+        let direct = config
+            .backend
+            .as_ref()
+            .is_some_and(|backend| backend.presign_direct.is_some());
+        let reader = (!direct).then_some(reader);
+        let s3 = build_gateway_service(
+            RemoteObjects::new(remote),
+            config.credentials.clone(),
+            reader,
+            vec![admin_route],
+        );
         return Ok(FrontService::new(s3, None, sharing.service));
-    };
-    let shared_files = sharing.catalog.clone();
-    let reader = ReadOnlyCredential {
-        access_key: sharing.url_credential.access_key,
-        secret_key: sharing.url_credential.secret_key,
-        allows: Arc::new(move |bucket: &str, key: &str| {
-            shared_files.snapshot().is_shared_object(bucket, key)
-        }),
     };
     let forms = FormUploads::new(node.clone(), config.credentials.clone());
     let s3 = build_service(

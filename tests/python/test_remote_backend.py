@@ -5,7 +5,7 @@ Two `lakeshare server --backend STORE` nodes (no drives) share one catalog kept 
 store; `deltalake` writes the table straight to the store. A share made on one node and a token
 made on the other read the same rows through either; concurrent catalog changes on both nodes
 are all kept; a revoked token is refused by the other node within 2 s; a new commit is served
-within the 1-s freshness bound; presigned URLs point at the store itself."""
+within the 1-s freshness bound; file URLs name the sharing node (test_remote_file_urls.py)."""
 
 from __future__ import annotations
 
@@ -133,13 +133,13 @@ def test_two_nodes_share_one_catalog_and_serve_the_store(two_nodes, tmp_path):
     via_first = delta_sharing.load_as_pandas(f"{other_profile}#remote.s.people")
     assert_same_rows(via_first, shared, "through the first node")
 
-    # File URLs point at the store itself and work there.
+    # File URLs name the node that answered, which streams the file from the store.
     answer = requests.post(f"{other['endpoint']}/shares/remote/schemas/s/tables/people/query",
                            headers={"Authorization": f"Bearer {other['bearerToken']}"},
                            json={}, timeout=60)
     assert answer.status_code == 200, answer.text
     urls = [json.loads(line)["file"]["url"] for line in answer.text.splitlines()[2:]]
-    assert urls and all(url.startswith(rgw.endpoint) for url in urls), urls[:2]
+    assert urls and all(url.startswith(first.endpoint) for url in urls), urls[:2]
     assert requests.get(urls[0], timeout=30).status_code == 200
 
     # A commit written to the store is served by both nodes within the freshness bound (1 s).

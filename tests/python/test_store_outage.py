@@ -4,7 +4,7 @@ A sharing node (`--backend`) reaches its store, a lakeshare storage node, throug
 which the test switches between passing requests on, answering every one `503`, and not running
 at all. While the store cannot be read the sharing routes answer `503` with the Delta Sharing
 error `TEMPORARILY_UNAVAILABLE` within seconds (bounded retries, never a hang, never a wrong or
-empty answer); when the store is back the same node serves the table again without a restart."""
+empty answer), and the node's file URLs answer S3's `503 ServiceUnavailable`; when the store is back the same node serves the table again without a restart."""
 
 from __future__ import annotations
 
@@ -161,6 +161,11 @@ def test_store_outage_is_a_clear_503_and_the_node_recovers(proxied_store, lakesh
     secret = token["profile"]["bearerToken"]
     table = f"{node.endpoint}/_delta-sharing/v1/shares/outage/schemas/s/tables/people"
     assert sorted(delta_sharing.load_as_pandas(f"{profile}#outage.s.people")["id"]) == [1, 2, 3]
+    answer = requests.post(f"{table}/query", json={}, timeout=60,
+                           headers={"Authorization": f"Bearer {secret}"})
+    file_url = json.loads(answer.text.splitlines()[2])["file"]["url"]
+    assert file_url.startswith(node.endpoint), file_url
+    assert requests.get(file_url, timeout=30).status_code == 200
 
     for outage in ("refuse", "down"):
         if outage == "refuse":
@@ -172,6 +177,12 @@ def test_store_outage_is_a_clear_503_and_the_node_recovers(proxied_store, lakesh
         assert_unavailable(f"{table}/version", secret)
         assert_unavailable(f"{table}/metadata", secret)
         assert_unavailable(f"{table}/query", secret, "POST", {})
+        # A file URL the node made is a 503 in S3's shape, never a 404 or an empty 200.
+        started = time.monotonic()
+        fetched = requests.get(file_url, timeout=OUTAGE_ANSWER_SECONDS + 30)
+        assert fetched.status_code == 503, (fetched.status_code, fetched.text[:300])
+        assert "<Code>ServiceUnavailable</Code>" in fetched.text
+        assert time.monotonic() - started < OUTAGE_ANSWER_SECONDS
         # The catalog is kept while it cannot be re-read: the token is still known.
         listed = requests.get(f"{node.endpoint}/_delta-sharing/v1/shares", timeout=30,
                               headers={"Authorization": f"Bearer {secret}"})
@@ -191,6 +202,7 @@ def test_store_outage_is_a_clear_503_and_the_node_recovers(proxied_store, lakesh
             assert answer.status_code == 503, answer.text
             assert time.monotonic() < deadline, "the node did not recover within 10 s"
             time.sleep(0.2)
+        assert requests.get(file_url, timeout=30).status_code == 200
         rows = delta_sharing.load_as_pandas(f"{profile}#outage.s.people")
         expected = [1, 2, 3, 4] if outage == "refuse" else [1, 2, 3, 4, 4]
         assert sorted(rows["id"]) == expected

@@ -92,10 +92,40 @@ pub fn build_service(
     if !domains.is_empty() {
         builder.set_host(host::DomainHost::new(domains));
     }
-    let mut auth = SimpleAuth::from_single(
-        credentials.access_key.clone(),
-        credentials.secret_key.clone(),
-    );
+    let mut routes: Vec<Box<dyn S3Route>> = vec![
+        Box::new(HealthRoute),
+        Box::new(AdminHealRoute::new(node, credentials.access_key.clone())),
+    ];
+    routes.extend(extra_routes);
+    configure(&mut builder, credentials, reader, routes);
+    builder.build()
+}
+
+/// The S3 port of a node that stores nothing itself (a sharing node over a remote store):
+/// `objects` answers the operations it implements (the others are s3s's `NotImplemented`),
+/// authenticated as on a storage node: the root credentials, or `reader`'s for the GET/HEAD
+/// of objects it allows; the health routes and `extra_routes` (the admin API) share the port.
+pub fn build_gateway_service(
+    objects: impl s3s::S3,
+    credentials: RootCredentials,
+    reader: Option<ReadOnlyCredential>,
+    extra_routes: Vec<Box<dyn S3Route>>,
+) -> S3Service {
+    let mut builder = S3ServiceBuilder::new(objects);
+    let mut routes: Vec<Box<dyn S3Route>> = vec![Box::new(HealthRoute)];
+    routes.extend(extra_routes);
+    configure(&mut builder, credentials, reader, routes);
+    builder.build()
+}
+
+/// Authentication, access, name rules, limits and routes, the same on every kind of node.
+fn configure(
+    builder: &mut S3ServiceBuilder,
+    credentials: RootCredentials,
+    reader: Option<ReadOnlyCredential>,
+    routes: Vec<Box<dyn S3Route>>,
+) {
+    let mut auth = SimpleAuth::from_single(credentials.access_key, credentials.secret_key);
     if let Some(reader) = &reader {
         auth.register(
             reader.access_key.clone(),
@@ -108,39 +138,8 @@ pub fn build_service(
     let mut config = S3Config::default();
     config.xml_max_body_size = XML_BODY_BYTES_MAX;
     builder.set_config(Arc::new(StaticConfigProvider::new(Arc::new(config))));
-    let mut routes: Vec<Box<dyn S3Route>> = vec![
-        Box::new(HealthRoute),
-        Box::new(AdminHealRoute::new(node, credentials.access_key)),
-    ];
-    routes.extend(extra_routes);
     builder.set_route(RouteTable::new(routes));
-    builder.build()
 }
-
-/// The S3 port of a node that stores nothing itself (a sharing node over a remote store): the
-/// health routes and `extra_routes` (the admin API), signed with the root credentials; every
-/// S3 operation answers `NotImplemented`.
-pub fn build_routes_only_service(
-    credentials: RootCredentials,
-    extra_routes: Vec<Box<dyn S3Route>>,
-) -> S3Service {
-    let mut builder = S3ServiceBuilder::new(NoObjects);
-    builder.set_auth(RootAuth(SimpleAuth::from_single(
-        credentials.access_key.clone(),
-        credentials.secret_key.clone(),
-    )));
-    builder.set_validation(RouteAwareNameValidation);
-    let mut routes: Vec<Box<dyn S3Route>> = vec![Box::new(HealthRoute)];
-    routes.extend(extra_routes);
-    builder.set_route(RouteTable::new(routes));
-    builder.build()
-}
-
-/// An S3 API with no objects: every operation is s3s's `NotImplemented`.
-struct NoObjects;
-
-#[async_trait::async_trait]
-impl s3s::S3 for NoObjects {}
 
 /// The root key pair; an unknown access key is `InvalidAccessKeyId` (403), as S3 says it.
 struct RootAuth(SimpleAuth);
