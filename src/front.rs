@@ -41,13 +41,7 @@ impl Service<Request<Incoming>> for FrontService {
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
 
-    fn call(&self, mut request: Request<Incoming>) -> Self::Future {
-        if is_presigned_head(&request) {
-            // A presigned URL signs GET; clients (fsspec) ask HEAD for the size first. Answer
-            // it as the GET it is signed for: hyper sends the headers of a HEAD answer only.
-            *request.method_mut() = http::Method::GET;
-            request.extensions_mut().insert(PresignedHead);
-        }
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
         if is_sharing_path(request.uri().path()) {
             let sharing = self.sharing.clone();
             Box::pin(async move {
@@ -60,25 +54,59 @@ impl Service<Request<Incoming>> for FrontService {
                 let response = forms.handle(request).await;
                 Ok(response.map(|body| body.map_err(Into::into).boxed()))
             })
+        } else if is_presigned_head(&request) {
+            let s3 = self.s3.clone();
+            Box::pin(async move { Ok(presigned_head(&s3, request).await) })
         } else {
             let s3 = self.s3.clone();
             Box::pin(async move {
                 match hyper::service::Service::call(&s3, request).await {
                     Ok(response) => Ok(response.map(|body| body.map_err(Into::into).boxed())),
-                    Err(error) => {
-                        tracing::error!(?error, "s3 service failed");
-                        let mut response = Response::new(
-                            http_body_util::Empty::new()
-                                .map_err(|never| match never {})
-                                .boxed(),
-                        );
-                        *response.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
-                        Ok(response)
-                    }
+                    Err(error) => Ok(s3_failed(error)),
                 }
             })
         }
     }
+}
+
+/// A HEAD on a presigned URL. Sharing answers' URLs sign GET and clients (fsspec) ask HEAD
+/// for the size first: it is answered as the GET it is signed for (hyper sends a HEAD answer's
+/// headers only). A URL signed for HEAD itself (boto3's `generate_presigned_url("head_object")`)
+/// fails that signature check and is then checked, and answered, as the HEAD it is.
+async fn presigned_head(s3: &S3Service, request: Request<Incoming>) -> Response<FrontBody> {
+    let (parts, _empty) = request.into_parts();
+    let rebuilt = |method: http::Method| {
+        let mut request = Request::new(s3s::Body::empty());
+        *request.method_mut() = method;
+        *request.uri_mut() = parts.uri.clone();
+        *request.version_mut() = parts.version;
+        *request.headers_mut() = parts.headers.clone();
+        request
+    };
+    let mut as_get = rebuilt(http::Method::GET);
+    as_get.extensions_mut().insert(PresignedHead);
+    let answered = match s3.call(as_get).await {
+        Ok(response) if response.status() == http::StatusCode::FORBIDDEN => {
+            s3.call(rebuilt(http::Method::HEAD)).await
+        }
+        other => other,
+    };
+    match answered {
+        Ok(response) => response.map(|body| body.map_err(Into::into).boxed()),
+        Err(error) => s3_failed(error),
+    }
+}
+
+/// s3s could not answer at all (not an S3 error, which it answers itself): a bare 500.
+fn s3_failed(error: s3s::HttpError) -> Response<FrontBody> {
+    tracing::error!(?error, "s3 service failed");
+    let mut response = Response::new(
+        http_body_util::Empty::new()
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *response.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+    response
 }
 
 /// Marks a presigned HEAD answered as its GET: an operation that fetches the body from

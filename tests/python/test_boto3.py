@@ -253,3 +253,31 @@ def test_tampered_presigned_urls_are_refused(server, s3):
     response = requests.get(tamper_query(default_url, signature_name), timeout=30)
     assert response.status_code == 403
     assert b"top secret" not in response.content
+
+
+def test_presigned_head_urls_answer_head_and_grant_no_get(server, s3):
+    """Issue 14: a URL presigned for HEAD (boto3 `generate_presigned_url("head_object")`) was
+    refused with 403, because every presigned HEAD was checked as a GET."""
+    data = random_bytes(MIB + 3)
+    s3.put_object(Bucket="bucket", Key="sized.bin", Body=data)
+    for client in (s3, server.s3_client(signature_version=None)):
+        head_url = client.generate_presigned_url(
+            "head_object", Params={"Bucket": "bucket", "Key": "sized.bin"}, ExpiresIn=600
+        )
+        head = requests.head(head_url, timeout=30)
+        assert head.status_code == 200, (head.status_code, head_url)
+        assert int(head.headers["Content-Length"]) == len(data)
+        assert head.headers["ETag"] == s3.head_object(Bucket="bucket", Key="sized.bin")["ETag"]
+        # Signed for HEAD, it reads nothing.
+        refused = requests.get(head_url, timeout=30)
+        assert refused.status_code == 403
+        assert data[:64] not in refused.content
+        # A GET URL still answers HEAD (fsspec asks for the size first).
+        get_url = client.generate_presigned_url(
+            "get_object", Params={"Bucket": "bucket", "Key": "sized.bin"}, ExpiresIn=600
+        )
+        assert int(requests.head(get_url, timeout=30).headers["Content-Length"]) == len(data)
+    tampered = tamper_query(s3.generate_presigned_url(
+        "head_object", Params={"Bucket": "bucket", "Key": "sized.bin"}, ExpiresIn=600
+    ), "X-Amz-Signature")
+    assert requests.head(tampered, timeout=30).status_code == 403
