@@ -333,4 +333,87 @@ mod tests {
             "the token of a removed share still authenticates"
         );
     }
+
+    /// Issue 13: `table share update --add/--remove` sent the whole table list the CLI had
+    /// read from a node's copy, so an add made on another node in between was lost.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn r13_tables_added_and_removed_on_two_nodes_are_all_kept() {
+        use lakeshare_protocol::catalog::{parse_table_spec, SchemaTable, TableName};
+        use object_store::ObjectStoreExt as _;
+
+        let root = tempfile::tempdir().unwrap();
+        let node = node(root.path()).await;
+        node.make_bucket("lake").await.unwrap();
+        let store = NodeSharingStore::new(node);
+        for table in ["keep", "drop", "x", "y"] {
+            store
+                .bucket("lake")
+                .put(
+                    &Path::from(format!("{table}/_delta_log/00000000000000000000.json")),
+                    Bytes::from_static(b"{}\n").into(),
+                )
+                .await
+                .unwrap();
+        }
+        let first = Catalog::open(store.clone(), Arc::new(FormatRootCheck))
+            .await
+            .unwrap();
+        let second = Catalog::open(store.clone(), Arc::new(FormatRootCheck))
+            .await
+            .unwrap();
+        let table = |name: &str| parse_table_spec(&format!("{name}:delta:lake:{name}/")).unwrap();
+        let add = |name: &str| ShareRequest {
+            add_tables: vec![SchemaTable {
+                schema: "s".into(),
+                table: table(name),
+            }],
+            ..ShareRequest::default()
+        };
+        first
+            .create_share(ShareRequest {
+                name: "p".into(),
+                schemas: Some(vec![lakeshare_protocol::catalog::Schema {
+                    name: "s".into(),
+                    description: None,
+                    tables: vec![table("keep"), table("drop")],
+                }]),
+                ..ShareRequest::default()
+            })
+            .await
+            .unwrap();
+        second.reload().await.unwrap();
+        // Each node changes the share from the copy it holds; neither change may be lost.
+        first.update_share("p", add("x")).await.unwrap();
+        second.update_share("p", add("y")).await.unwrap();
+        let remove = ShareRequest {
+            remove_tables: vec![TableName {
+                schema: "s".into(),
+                table: "drop".into(),
+            }],
+            ..ShareRequest::default()
+        };
+        second.update_share("p", remove.clone()).await.unwrap();
+        first.reload().await.unwrap();
+        let names: Vec<String> = first.snapshot().share("p").unwrap().schemas[0]
+            .tables
+            .iter()
+            .map(|table| table.name.clone())
+            .collect();
+        assert_eq!(names, ["keep", "x", "y"]);
+        // Adding a table the share holds, or removing one it lacks, is refused whole.
+        let again = first.update_share("p", add("x")).await.unwrap_err();
+        assert_eq!(
+            again.kind.status(),
+            http::StatusCode::CONFLICT,
+            "{}",
+            again.message
+        );
+        let gone = first.update_share("p", remove).await.unwrap_err();
+        assert_eq!(
+            gone.kind.status(),
+            http::StatusCode::NOT_FOUND,
+            "{}",
+            gone.message
+        );
+    }
 }

@@ -239,6 +239,60 @@ impl CatalogSnapshot {
 }
 
 /// Finds a schema of a share by name, case-insensitively.
+fn add_table(share: &mut Share, schema_name: &str, table: Table) -> Result<()> {
+    let index = match share
+        .schemas
+        .iter()
+        .position(|schema| name_key(&schema.name) == name_key(schema_name))
+    {
+        Some(index) => index,
+        None => {
+            share.schemas.push(Schema {
+                name: schema_name.to_owned(),
+                description: None,
+                tables: Vec::new(),
+            });
+            share.schemas.len() - 1
+        }
+    };
+    let schema = &mut share.schemas[index];
+    if find_table(schema, &table.name).is_some() {
+        return Err(SharingError::new(
+            ErrorKind::AlreadyExists,
+            format!(
+                "table '{}.{}' is already in share '{}'; remove it first",
+                schema.name, table.name, share.name
+            ),
+        ));
+    }
+    schema.tables.push(table);
+    Ok(())
+}
+
+fn remove_table(share: &mut Share, removed: &TableName) -> Result<()> {
+    let missing = || {
+        SharingError::not_found(format!(
+            "table '{}.{}' is not in share '{}'",
+            removed.schema, removed.table, share.name
+        ))
+    };
+    let index = share
+        .schemas
+        .iter()
+        .position(|schema| name_key(&schema.name) == name_key(&removed.schema))
+        .ok_or_else(missing)?;
+    let tables = &mut share.schemas[index].tables;
+    let before = tables.len();
+    tables.retain(|table| name_key(&table.name) != name_key(&removed.table));
+    if tables.len() == before {
+        return Err(missing());
+    }
+    if tables.is_empty() {
+        share.schemas.remove(index);
+    }
+    Ok(())
+}
+
 pub fn find_schema<'a>(share: &'a Share, name: &str) -> Option<&'a Schema> {
     let key = name_key(name);
     share
@@ -296,6 +350,27 @@ pub struct ShareRequest {
     pub description: Option<String>,
     #[serde(default)]
     pub schemas: Option<Vec<Schema>>,
+    /// Tables to add to the share as stored when the change is applied (not as the caller
+    /// last saw it), so adds and removes made at once on several nodes are all kept.
+    #[serde(default)]
+    pub add_tables: Vec<SchemaTable>,
+    /// Tables to remove, likewise; a schema left empty goes too.
+    #[serde(default)]
+    pub remove_tables: Vec<TableName>,
+}
+
+/// A table of a schema to add (`{"schema": "s", "table": {...}}`).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct SchemaTable {
+    pub schema: String,
+    pub table: Table,
+}
+
+/// A table of a schema by name (`{"schema": "s", "table": "t"}`).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct TableName {
+    pub schema: String,
+    pub table: String,
 }
 
 /// A token just created: the only time its secret exists outside the recipient's hands.
@@ -402,7 +477,9 @@ impl Catalog {
         .await
     }
 
-    /// Replaces the description and/or the whole schema list of a share.
+    /// Changes a share: its description, its whole schema list, and/or tables added and
+    /// removed. Adds and removes apply to the stored share inside the compare-and-swap, so
+    /// they are never lost to another change made at the same moment on another node.
     pub async fn update_share(&self, name: &str, request: ShareRequest) -> Result<Share> {
         validate_description(request.description.as_deref())?;
         let existing = self
@@ -413,6 +490,25 @@ impl Catalog {
         let schemas = match request.schemas {
             Some(schemas) => Some(self.checked_schemas(schemas, Some(&existing)).await?),
             None => None,
+        };
+        // Added tables are checked (names, bucket, table root) once, before the change.
+        let mut additions: Vec<Schema> = Vec::new();
+        for added in &request.add_tables {
+            match additions
+                .iter_mut()
+                .find(|schema| name_key(&schema.name) == name_key(&added.schema))
+            {
+                Some(schema) => schema.tables.push(added.table.clone()),
+                None => additions.push(Schema {
+                    name: added.schema.clone(),
+                    description: None,
+                    tables: vec![added.table.clone()],
+                }),
+            }
+        }
+        let additions = match additions.is_empty() {
+            true => additions,
+            false => self.checked_schemas(additions, None).await?,
         };
         self.change(|document| {
             let share = document
@@ -425,6 +521,20 @@ impl Catalog {
             }
             if let Some(schemas) = &schemas {
                 share.schemas = schemas.clone();
+            }
+            for removed in &request.remove_tables {
+                remove_table(share, removed)?;
+            }
+            for schema in &additions {
+                for table in &schema.tables {
+                    add_table(share, &schema.name, table.clone())?;
+                }
+            }
+            let tables: usize = share.schemas.iter().map(|schema| schema.tables.len()).sum();
+            if tables > TABLES_PER_SHARE_MAX {
+                return Err(SharingError::invalid(format!(
+                    "a share holds at most {TABLES_PER_SHARE_MAX} tables"
+                )));
             }
             share.updated_at = Some(OffsetDateTime::now_utc());
             Ok(share.clone())

@@ -6,7 +6,7 @@
 
 use bytes::Bytes;
 use clap::Subcommand;
-use lakeshare_protocol::catalog::{parse_table_spec, Schema, Share, Table};
+use lakeshare_protocol::catalog::{parse_table_spec, Share, Table};
 use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -148,8 +148,9 @@ pub async fn run(command: ShareCommand, json_output: bool) -> Result<(), CliErro
                 ));
             }
             let client = config.client(alias)?;
-            let current = call(&client, "GET", &format!("shares/{}", escape(name)), None).await?;
-            let mut share = share_from(&current)?;
+            // Adds and removes are applied by the node to the share as stored, so changes
+            // made at once (on this node or another) are all kept.
+            let mut added = Vec::new();
             for spec in &add {
                 let (schema, table_spec) = spec.split_once(':').ok_or_else(|| {
                     CliError::usage(format!(
@@ -157,14 +158,21 @@ pub async fn run(command: ShareCommand, json_output: bool) -> Result<(), CliErro
                     ))
                 })?;
                 let table = parse_table_spec(table_spec).map_err(|e| CliError::usage(e.message))?;
-                add_table(&mut share.schemas, schema, table)?;
+                added.push(json!({"schema": schema, "table": table}));
             }
+            let mut removed = Vec::new();
             for item in remove.iter().flat_map(|list| list.split(',')) {
-                remove_table(&mut share.schemas, item)?;
+                let (schema, table) = item.split_once('/').ok_or_else(|| {
+                    CliError::usage(format!("bad --remove {item:?}: expected SCHEMA/TABLE"))
+                })?;
+                removed.push(json!({"schema": schema, "table": table}));
             }
             let mut body = json!({});
-            if !add.is_empty() || !remove.is_empty() {
-                body["schemas"] = serde_json::to_value(&share.schemas).map_err(internal)?;
+            if !added.is_empty() {
+                body["addTables"] = Value::Array(added);
+            }
+            if !removed.is_empty() {
+                body["removeTables"] = Value::Array(removed);
             }
             if let Some(description) = description {
                 body["description"] = Value::String(description);
@@ -332,56 +340,6 @@ pub fn parse_lifetime(text: &str) -> Result<time::Duration, CliError> {
         "m" => Ok(time::Duration::minutes(count)),
         _ => Err(bad()),
     }
-}
-
-fn add_table(schemas: &mut Vec<Schema>, schema: &str, table: Table) -> Result<(), CliError> {
-    let key = schema.to_lowercase();
-    let index = match schemas.iter().position(|s| s.name.to_lowercase() == key) {
-        Some(index) => index,
-        None => {
-            schemas.push(Schema {
-                name: schema.to_string(),
-                description: None,
-                tables: Vec::new(),
-            });
-            schemas.len() - 1
-        }
-    };
-    let target = &mut schemas[index];
-    if target
-        .tables
-        .iter()
-        .any(|t| t.name.to_lowercase() == table.name.to_lowercase())
-    {
-        return Err(CliError::usage(format!(
-            "table {schema}/{} is already in the share; remove it first",
-            table.name
-        )));
-    }
-    target.tables.push(table);
-    Ok(())
-}
-
-fn remove_table(schemas: &mut Vec<Schema>, item: &str) -> Result<(), CliError> {
-    let (schema, table) = item
-        .split_once('/')
-        .ok_or_else(|| CliError::usage(format!("bad --remove {item:?}: expected SCHEMA/TABLE")))?;
-    let schema_index = schemas
-        .iter()
-        .position(|s| s.name.to_lowercase() == schema.to_lowercase())
-        .ok_or_else(|| CliError::operational(format!("schema {schema} is not in the share")))?;
-    let tables = &mut schemas[schema_index].tables;
-    let before = tables.len();
-    tables.retain(|t| t.name.to_lowercase() != table.to_lowercase());
-    if tables.len() == before {
-        return Err(CliError::operational(format!(
-            "table {schema}/{table} is not in the share"
-        )));
-    }
-    if tables.is_empty() {
-        schemas.remove(schema_index);
-    }
-    Ok(())
 }
 
 fn share_from(response: &Value) -> Result<Share, CliError> {
