@@ -260,7 +260,7 @@ fn add_table(share: &mut Share, schema_name: &str, table: Table) -> Result<()> {
         return Err(SharingError::new(
             ErrorKind::AlreadyExists,
             format!(
-                "table '{}.{}' is already in share '{}'; remove it first",
+                "table '{}.{}' is already in the share '{}'; remove it first",
                 schema.name, table.name, share.name
             ),
         ));
@@ -272,7 +272,7 @@ fn add_table(share: &mut Share, schema_name: &str, table: Table) -> Result<()> {
 fn remove_table(share: &mut Share, removed: &TableName) -> Result<()> {
     let missing = || {
         SharingError::not_found(format!(
-            "table '{}.{}' is not in share '{}'",
+            "table '{}.{}' is not in the share '{}'",
             removed.schema, removed.table, share.name
         ))
     };
