@@ -1,5 +1,6 @@
-"""Issue 13, item 6: the remote store unreachable or answering 503.
+"""Issue 13: a sharing node's requests to its remote store, seen through a proxy in front of it.
 
+Item 6, the remote store unreachable or answering 503:
 A sharing node (`--backend`) reaches its store, a lakeshare storage node, through Debian's nginx,
 which the test switches between passing requests on, answering every one `503`, and not running
 at all. While the store cannot be read the sharing routes answer `503` with the Delta Sharing
@@ -57,7 +58,8 @@ pid {self.folder}/nginx.pid;
 error_log {self.folder}/error.log warn;
 events {{ worker_connections 256; }}
 http {{
-    access_log off;
+    log_format lookups '$request_method $uri $status';
+    access_log {self.folder}/access.log lookups;
     client_max_body_size 0;
     client_body_temp_path {temp}/body;
     proxy_temp_path {temp}/proxy;
@@ -207,3 +209,54 @@ def test_store_outage_is_a_clear_503_and_the_node_recovers(proxied_store, lakesh
         expected = [1, 2, 3, 4] if outage == "refuse" else [1, 2, 3, 4, 4]
         assert sorted(rows["id"]) == expected
     assert node.is_running()
+
+
+def test_latest_version_lookups_are_one_per_bound_under_load(proxied_store, lakeshare_server,
+                                                             tmp_path):
+    """Found measuring over Ceph RGW: 256 connections asking `version` sent ~113 `HEAD`s of the
+    next commit a second (up to 704 in one second) and built the same snapshot 256 times."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    store, proxy = proxied_store
+    suffix = uuid.uuid4().hex[:8]
+    bucket, catalog = f"lake-{suffix}", f"catalog-{suffix}"
+    s3 = store.s3_client()
+    s3.create_bucket(Bucket=bucket)
+    s3.create_bucket(Bucket=catalog)
+    write_table(store, f"s3://{bucket}/people", [1, 2, 3])
+
+    class ThroughProxy(StorageNodeAsStore):
+        def __init__(self):
+            super().__init__(store.server)
+            self.endpoint = proxy.endpoint
+
+    node = sharing_node(lakeshare_server, ThroughProxy(), catalog)
+    cli = cli_for(tmp_path, "h", node)
+    cli.run("table", "share", "create", "n/load", "s", f"people:delta:{bucket}:people/")
+    secret = cli.json("table", "share", "token", "create", "n/load")["profile"]["bearerToken"]
+    url = f"{node.endpoint}/_delta-sharing/v1/shares/load/schemas/s/tables/people/version"
+
+    def ask(session_index: int) -> int:
+        session = requests.Session()
+        statuses = set()
+        deadline = time.monotonic() + 4
+        while time.monotonic() < deadline:
+            answer = session.get(url, headers={"Authorization": f"Bearer {secret}"}, timeout=30)
+            statuses.add(answer.status_code)
+            assert answer.headers.get("delta-table-version") == "0", answer.text
+        return statuses
+
+    log = proxy.folder / "access.log"
+    before = len(log.read_text().splitlines())
+    started = time.monotonic()
+    with ThreadPoolExecutor(32) as pool:
+        statuses = set().union(*pool.map(ask, range(32)))
+    took = time.monotonic() - started
+    assert statuses == {200}, statuses
+    lines = log.read_text().splitlines()[before:]
+    next_commit = [line for line in lines
+                   if "_delta_log/00000000000000000001.json" in line and line.startswith("HEAD")]
+    # One lookup per second of load (and one at the start), with a little slack for timing.
+    assert 1 <= len(next_commit) <= took + 3, (len(next_commit), took, next_commit[:5])
+    snapshot_reads = [line for line in lines if line.startswith("GET") and "_delta_log" in line]
+    assert len(snapshot_reads) <= 2 * (took + 3), (len(snapshot_reads), snapshot_reads[:5])

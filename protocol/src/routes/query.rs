@@ -524,13 +524,22 @@ async fn resolve_snapshot(
     if table.source_type == SourceType::Iceberg {
         return tables.iceberg_snapshot(table, &selector).await;
     }
+    let mut one_build = None;
     if selector == VersionSelector::Latest {
-        if let Some(current) = tables.latest_if_current(table).await {
+        if let Some(current) = tables.latest_unchanged(table) {
             return Ok(TableSnapshot::clone(&current));
         }
+        // One lookup, and one build when it finds a new version, per table at a time: the
+        // requests waiting meanwhile find what it stored.
+        let gate = tables.latest_gate(&table.id).await;
+        if let Some(current) = tables.latest_if_current_in_gate(table).await {
+            return Ok(TableSnapshot::clone(&current));
+        }
+        one_build = Some(gate);
     }
     let table = table.clone();
     run_blocking(tables, move |tables| {
+        let _one_build = one_build;
         tables.snapshot_blocking(&table, &selector)
     })
     .await

@@ -90,9 +90,23 @@ impl Tables {
     /// Otherwise one metadata lookup: Delta writes every version as
     /// `_delta_log/<version>.json`, so a missing next commit file means no newer version.
     pub async fn latest_if_current(&self, table: &Table) -> Option<Arc<TableSnapshot>> {
+        if let Some(fresh) = self.latest_unchanged(table) {
+            return Some(fresh);
+        }
+        let _one_lookup = self.latest_gate(&table.id).await;
+        self.latest_if_current_in_gate(table).await
+    }
+
+    /// The cached latest snapshot of `table` when nothing says it changed (no I/O).
+    pub fn latest_unchanged(&self, table: &Table) -> Option<Arc<TableSnapshot>> {
+        self.cached_latest(table)
+            .filter(|latest| latest.log_writes.unchanged())
+            .map(|latest| latest.described)
+    }
+
+    fn cached_latest(&self, table: &Table) -> Option<LatestSnapshot> {
         let (bucket, location) = table_location(table).ok()?;
-        let latest = self
-            .delta
+        self.delta
             .latest_described
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -100,7 +114,14 @@ impl Tables {
             .cloned()
             .filter(|latest| {
                 latest.described.bucket == bucket && latest.described.location == location
-            })?;
+            })
+    }
+
+    /// `latest_if_current` for a caller holding `latest_gate(&table.id)`: the lookup a request
+    /// ahead of it made may have refreshed the cached snapshot.
+    pub async fn latest_if_current_in_gate(&self, table: &Table) -> Option<Arc<TableSnapshot>> {
+        let (bucket, location) = table_location(table).ok()?;
+        let latest = self.cached_latest(table)?;
         if latest.log_writes.unchanged() {
             return Some(latest.described);
         }

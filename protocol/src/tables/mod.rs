@@ -36,6 +36,26 @@ pub struct Tables {
     executor: Arc<TokioMultiThreadExecutor>,
     delta: delta::DeltaState,
     iceberg: iceberg::loaded::IcebergState,
+    /// One lookup of a table's latest version at a time (`latest_gate`).
+    latest_gates: LatestGates,
+}
+
+/// Per table, the gate its latest-version lookups pass one at a time: requests that find the
+/// cached latest version past the freshness bound wait for the one lookup (or build) in
+/// flight and then take what it found, so a table's store sees one lookup per bound, not
+/// one per waiting request.
+#[derive(Default)]
+struct LatestGates(std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+impl LatestGates {
+    fn gate(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .entry(key.to_owned())
+            .or_default()
+            .clone()
+    }
 }
 
 /// A resolved snapshot with what the protocol needs to know about it.
@@ -124,7 +144,13 @@ impl Tables {
             executor: Arc::new(executor),
             delta: delta::DeltaState::default(),
             iceberg: iceberg::loaded::IcebergState::default(),
+            latest_gates: LatestGates::default(),
         }))
+    }
+
+    /// Waits for the gate of `key`'s latest-version lookups (see `LatestGates`).
+    pub async fn latest_gate(&self, key: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        self.latest_gates.gate(key).lock_owned().await
     }
 
     pub fn store(&self) -> &Arc<dyn SharingStore> {

@@ -32,20 +32,12 @@ impl Tables {
     pub async fn iceberg_table(&self, table: &Table) -> Result<Arc<IcebergTable>> {
         let (bucket, location) = table_location(table)?;
         let root = format!("{bucket}/{location}");
-        let cached = {
-            let loaded = self
-                .iceberg
-                .tables
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            loaded.get(&root).and_then(|loaded| {
-                loaded
-                    .metadata_writes
-                    .unchanged()
-                    .then(|| loaded.table.clone())
-            })
-        };
-        if let Some(table) = cached {
+        if let Some(table) = self.iceberg_unchanged(&root) {
+            return Ok(table);
+        }
+        // One load per table at a time; those waiting take what it loaded.
+        let _one_load = self.latest_gate(&root).await;
+        if let Some(table) = self.iceberg_unchanged(&root) {
             return Ok(table);
         }
         let metadata_writes = FolderWatch::start(
@@ -70,6 +62,20 @@ impl Tables {
                 },
             );
         Ok(loaded)
+    }
+
+    fn iceberg_unchanged(&self, root: &str) -> Option<Arc<IcebergTable>> {
+        let loaded = self
+            .iceberg
+            .tables
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        loaded.get(root).and_then(|loaded| {
+            loaded
+                .metadata_writes
+                .unchanged()
+                .then(|| loaded.table.clone())
+        })
     }
 
     /// Resolves a version of an Iceberg table.
