@@ -2,10 +2,11 @@
 """Run the tests' single-host Ceph cluster with a RADOS Gateway (tests/python/ceph_rgw.py) for a
 shell script: start it, print one JSON line, keep it up until a signal, then stop it.
 
-    .venv/bin/python loadtest/scripts/ceph_rgw_serve.py [--memstore-bytes N] >rgw.json &
+    .venv/bin/python loadtest/scripts/ceph_rgw_serve.py [--memstore-bytes N]
+        [--frontend-options 'tcp_nodelay=1'] >rgw.json &
 
 The JSON line on stdout (flushed as soon as S3 answers) holds `endpoint`, `access_key`,
-`secret_key`, `region`, `timings` (seconds from the first command to each milestone), `pids`
+`secret_key`, `region`, `frontend_options`, `timings` (seconds from the first command to each milestone), `pids`
 (daemon name -> pid) and `base_dir`. SIGTERM, SIGINT or SIGHUP stop it: every daemon is killed
 and its folder removed (CephRgw.stop). So does the death of the parent process (checked every
 0.5 s), so an interrupted script leaves no daemon behind. A start that fails prints the error
@@ -32,10 +33,29 @@ from ceph_rgw import MEMSTORE_DEVICE_BYTES, CephRgw, CephRgwError  # noqa: E402
 PARENT_POLL_SECONDS = 0.5
 
 
+class TunedCephRgw(CephRgw):
+    """CephRgw with extra options on its `rgw frontends = beast ...` line (e.g. tcp_nodelay=1)."""
+
+    def __init__(self, frontend_options: str = "", **kwargs):
+        super().__init__(**kwargs)
+        self.frontend_options = frontend_options
+
+    def _write_config(self) -> None:
+        super()._write_config()
+        if self.frontend_options:
+            line = f"rgw frontends = beast endpoint=127.0.0.1:{self.rgw_port}"
+            text = self.conf.read_text()
+            if line not in text:
+                raise CephRgwError(f"no `{line}` in {self.conf} to add options to")
+            self.conf.write_text(text.replace(line, f"{line} {self.frontend_options}"))
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--memstore-bytes", type=int, default=MEMSTORE_DEVICE_BYTES,
                         help="size of the memstore OSD's device (it lives in RAM)")
+    parser.add_argument("--frontend-options", default="",
+                        help="appended to the beast frontend line, e.g. 'tcp_nodelay=1'")
     args = parser.parse_args(argv)
 
     stop_requested = False
@@ -48,7 +68,8 @@ def main(argv: list[str]) -> int:
         signal.signal(signum, request_stop)
 
     parent = os.getppid()
-    rgw = CephRgw(memstore_device_bytes=args.memstore_bytes)
+    rgw = TunedCephRgw(frontend_options=args.frontend_options,
+                       memstore_device_bytes=args.memstore_bytes)
     try:
         rgw.start()
     except CephRgwError as error:
@@ -60,6 +81,7 @@ def main(argv: list[str]) -> int:
             "access_key": rgw.access_key,
             "secret_key": rgw.secret_key,
             "region": rgw.region,
+            "frontend_options": rgw.frontend_options,
             "timings": rgw.timings,
             "pids": {name: process.pid for name, process in rgw.processes.items()},
             "base_dir": str(rgw.base_dir),

@@ -40,9 +40,11 @@
 #           the sharing node (which then reads from the store), auto = both when the binary
 #           has `--presign-direct ENDPOINT`, else direct only (a binary without that flag
 #           presigns for the store: there is no node mode to measure)
-#         MEMSTORE_BYTES [4294967296] (RGW's in-RAM OSD)  LAKESHARE_BIN [target/release/lakeshare]
+#         MEMSTORE_BYTES [4294967296] (RGW's in-RAM OSD)  RGW_FRONTEND_OPTIONS [] (e.g. tcp_nodelay=1)
+#         LAKESHARE_BIN [target/release/lakeshare]
 #         LOADTEST_BIN [target/release/loadtest]  SKIP_BUILD [1]  RESULTS_JSON [] (all figures
-#         as JSON)  KEEP_WORK [0] (keep the temp folder and logs)
+#         as JSON)  KEEP_WORK [0] (keep the temp folder and logs)  PERF_DIR [] (profiles of the
+#         serving process during the version and GET loads, with perf)
 # Every process it starts (Ceph daemons, nodes, nginx) is stopped and the temp folder removed
 # on exit, also on failure or Ctrl-C; a failure prints the tail of the logs.
 set -euo pipefail
@@ -68,6 +70,13 @@ PRESIGN_EXPIRY=${PRESIGN_EXPIRY:-1h}
 # page) a 700-MiB answer goes through the balancer in 4-KiB reads and writes.
 BALANCER_BUFFER=${BALANCER_BUFFER:-256k}
 CATALOG_BUCKET=catalog
+# With a folder: `perf record -g` of the serving process during the version and GET loads
+# (the node; RGW's radosgw for direct URLs), PERF_DIR/NAME.data and its report NAME.txt.
+PERF_DIR=${PERF_DIR:-}
+# Options appended to RGW's `rgw frontends = beast ...` line. Debian's default leaves Nagle's
+# algorithm on, and every small answer after the first on a keep-alive connection then waits
+# for the client's delayed ACK (~40 ms); `tcp_nodelay=1` turns it off.
+RGW_FRONTEND_OPTIONS=${RGW_FRONTEND_OPTIONS:-}
 
 for number in FILES GET_FILES GET_FILE_MIB GET_CONCURRENCY CONCURRENCY NODES WARM_RUNS; do
     [[ ${!number} =~ ^[0-9]+$ && ${!number} -ge 1 ]] || { echo "bad $number '${!number}'" >&2; exit 2; }
@@ -83,6 +92,7 @@ done
 WORK=$(mktemp -d /tmp/lakeshare-remote.XXXXXX)
 chmod 755 "$WORK"   # nginx's workers drop to an unprivileged user when run as root
 mkdir -p "$WORK/results"
+R=$WORK/results
 RGW_PID=""
 declare -A NODE_PID=() NODE_URL=() NODE_LOG_START=() NGINX_PIDS=() NODE_COLD_MIB=()
 
@@ -218,8 +228,19 @@ load() {
     local name=$1
     shift
     say "$name: $*"
+    local perf_pid=""
+    if [[ -n $PERF_DIR && -n ${PROFILE_PID:-} ]]; then
+        perf record -F 499 -g -o "$PERF_DIR/$name.data" -p "$PROFILE_PID" -- sleep "$DURATION" \
+            >"$PERF_DIR/$name.record.log" 2>&1 &
+        perf_pid=$!
+    fi
     "$LOADTEST" "$@" --duration "$DURATION" --json >"$WORK/results/$name.json" \
         2>"$WORK/loadtest-$name.err" || die "loadtest $name failed: $(tail -n 5 "$WORK/loadtest-$name.err")"
+    if [[ -n $perf_pid ]]; then
+        wait "$perf_pid" || true
+        perf report -i "$PERF_DIR/$name.data" --no-children --sort dso,symbol --stdio \
+            --percent-limit 0.7 2>/dev/null | grep -v '^$' | head -n 400 >"$PERF_DIR/$name.txt" || true
+    fi
     jq -c '{req_per_s, gb_per_s, p50: .latency_ms.p50, p99: .latency_ms.p99, errors, first_error}' \
         "$WORK/results/$name.json" >&2
     [[ $(jq .ok "$WORK/results/$name.json") -gt 0 ]] || die "$name: no request succeeded"
@@ -316,6 +337,10 @@ measure_get() {
 
 # --- start ---------------------------------------------------------------------------------
 
+if [[ -n $PERF_DIR ]]; then
+    command -v perf >/dev/null || die "PERF_DIR needs perf"
+    mkdir -p "$PERF_DIR"
+fi
 if [[ $SKIP_BUILD != 1 ]]; then
     say "building the release binaries"
     (cd "$REPO" && cargo build --release -p lakeshare -p lakeshare-loadtest)
@@ -339,7 +364,7 @@ say "binaries: $LAKESHARE ($(stat -c %y "$LAKESHARE" | cut -d. -f1)), $LOADTEST;
 
 say "starting Ceph RGW (memstore of $((MEMSTORE_BYTES >> 20)) MiB)"
 "$PYTHON" "$REPO/loadtest/scripts/ceph_rgw_serve.py" --memstore-bytes "$MEMSTORE_BYTES" \
-    >"$WORK/rgw.json" 2>"$WORK/rgw.log" &
+    --frontend-options "$RGW_FRONTEND_OPTIONS" >"$WORK/rgw.json" 2>"$WORK/rgw.log" &
 RGW_PID=$!
 for _ in $(seq 1 1800); do
     [[ -s $WORK/rgw.json ]] && break
@@ -352,6 +377,10 @@ RGW_ACCESS_KEY=$(jq -r .access_key "$WORK/rgw.json")
 RGW_SECRET_KEY=$(jq -r .secret_key "$WORK/rgw.json")
 RGW_REGION=$(jq -r .region "$WORK/rgw.json")
 say "RGW at $RGW_ENDPOINT: $(jq -c .timings "$WORK/rgw.json")"
+RGW_ACCESS_LOG=$(jq -r .base_dir "$WORK/rgw.json")/log/client.rgw.log
+# Requests RGW logged so far whose request line matches the extended regex. RGW's beast
+# frontend logs one access line per request (debug_rgw 1, the default).
+rgw_requests() { grep -E -c "beast: .*\"($1) HTTP" "$RGW_ACCESS_LOG" || true; }
 rgw_alive() { kill -0 "$RGW_PID" 2>/dev/null || die "Ceph RGW stopped: $(tail -n 30 "$WORK/rgw.log")"; }
 
 LOCAL_DRIVES=()
@@ -417,13 +446,24 @@ ANCHOR_PORT=$(free_port)
 start_nginx anchor "$ANCHOR_PORT" "    server { listen 127.0.0.1:$ANCHOR_PORT backlog=4096; location / { return 200; } }"
 load nginx http-get --url "http://127.0.0.1:$ANCHOR_PORT/" --concurrency "$CONCURRENCY"
 stop_nginx anchor
-version_load version-local "$LOCAL_URL" "$LOCAL_TOKEN"
-version_load version-remote "$REMOTE_URL" "$REMOTE_TOKEN"
+PROFILE_PID=${NODE_PID[local]} version_load version-local "$LOCAL_URL" "$LOCAL_TOKEN"
+# What the store saw during the remote node's version load: HEADs of the next commit (the
+# freshness lookups) and snapshot builds (each reads _last_checkpoint first).
+HEADS_PATTERN="HEAD /$BUCKET/data/_delta_log/[0-9]+\.json"
+BUILDS_PATTERN="GET /$BUCKET/data/_delta_log/_last_checkpoint"
+heads_before=$(rgw_requests "$HEADS_PATTERN") builds_before=$(rgw_requests "$BUILDS_PATTERN")
+PROFILE_PID=${NODE_PID[remote]} version_load version-remote "$REMOTE_URL" "$REMOTE_TOKEN"
+jq --argjson heads "$(($(rgw_requests "$HEADS_PATTERN") - heads_before))" \
+    --argjson builds "$(($(rgw_requests "$BUILDS_PATTERN") - builds_before))" \
+    '. + {store_next_commit_heads: $heads, store_snapshot_builds: $builds}' \
+    "$R/version-remote.json" >"$R/version-remote.json.tmp" && mv "$R/version-remote.json.tmp" "$R/version-remote.json"
+say "the store saw $(jq .store_next_commit_heads "$R/version-remote.json") HEADs of the next commit and \
+$(jq .store_snapshot_builds "$R/version-remote.json") snapshot builds during the remote version load"
 rgw_alive
 
 # --- GET of the answer's file URLs ---------------------------------------------------------
 
-measure_get local "$LOCAL_URL" "$LOCAL_TOKEN"
+PROFILE_PID=${NODE_PID[local]} measure_get local "$LOCAL_URL" "$LOCAL_TOKEN"
 # The anchor: nginx (sendfile) serving the same files from a folder (page cache), same client.
 mkdir -p "$WORK/www"
 chmod 755 "$WORK/www"
@@ -444,7 +484,9 @@ rm -rf "$WORK/www"
 stop_lakeshare remote
 for mode in "${URL_MODES[@]}"; do
     start_remote_node "remote-$mode" "$mode"
-    measure_get "remote-$mode" "${NODE_URL[remote-$mode]}" "$REMOTE_TOKEN"
+    profile=$(jq -r '.pids["client.rgw"]' "$WORK/rgw.json")
+    [[ $mode == node ]] && profile=${NODE_PID[remote-$mode]}
+    PROFILE_PID=$profile measure_get "remote-$mode" "${NODE_URL[remote-$mode]}" "$REMOTE_TOKEN"
     expected=$RGW_ENDPOINT
     [[ $mode == node ]] && expected=${NODE_URL[remote-$mode]}
     [[ $(jq -r .url_hosts "$WORK/results/get-remote-$mode.json") == "$expected" ]] ||
@@ -540,7 +582,6 @@ LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # --- the table -----------------------------------------------------------------------------
 
-R=$WORK/results
 jv() { jq -r "$2" "$R/$1.json"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 rps() {   # an integer with thousands separators, whatever the locale
@@ -556,7 +597,7 @@ get_cell() {
 NGINX_RPS=$(jv nginx .req_per_s)
 
 echo
-echo "Issue 13: a sharing node over Ceph RGW against a local $DRIVES-drive storage node; \
+echo "Issue 13: a sharing node over Ceph RGW (beast options: '${RGW_FRONTEND_OPTIONS:-none}') against a local $DRIVES-drive storage node; \
 $(machine_summary); load average $LOAD_BEFORE before, $LOAD_AFTER after; $FILES-file table \
 (log only), warm = median of $WARM_RUNS, loads $DURATION each; RGW: one memstore OSD on \
 loopback (peak RSS: ${RGW_RSS% })"
@@ -569,7 +610,9 @@ $(seconds "$a") | $(seconds "$b") | $(ratio "$a" "$b") | | | |"
 for field in cold_ttfb_s:"cold, first byte" cold_total_s:"cold, whole answer" \
     warm_ttfb_s:"warm, first byte" warm_total_s:"warm, whole answer"; do
     a=$(jv query-remote ".${field%%:*}") b=$(jv query-local ".${field%%:*}")
-    echo "| query of $FILES files, ${field#*:} | $(seconds "$a") | $(seconds "$b") | $(ratio "$a" "$b") | | | |"
+    format=seconds
+    [[ $field == *ttfb* ]] && format=ms
+    echo "| query of $FILES files, ${field#*:} | $($format "$a") | $($format "$b") | $(ratio "$a" "$b") | | | |"
 done
 echo "| node peak RSS after cold → warm | $(jv query-remote .vmhwm_mib_after_cold) → \
 $(jv query-remote .vmhwm_mib_after_warm) MiB | $(jv query-local .vmhwm_mib_after_cold) → \
@@ -578,6 +621,8 @@ echo "| \`version\` at $CONCURRENCY connections (anchor: nginx \`return 200\`) |
 $(load_cell version-local) | $(ratio "$(jv version-remote .req_per_s)" "$(jv version-local .req_per_s)") | \
 $(load_cell nginx) | $(ratio "$(jv version-remote .req_per_s)" "$NGINX_RPS") | \
 $(ratio "$(jv version-local .req_per_s)" "$NGINX_RPS") |"
+echo "| ... requests the store saw during that load: HEADs of the next commit / snapshot builds | \
+$(jv version-remote .store_next_commit_heads) / $(jv version-remote .store_snapshot_builds) | | | | | |"
 for mode in "${URL_MODES[@]}"; do
     echo "| GET of the answer's $GET_FILES file URLs ($GET_FILE_MIB MiB each, $GET_CONCURRENCY \
 connections), URLs $mode (anchor: nginx sendfile of the same files) | $(get_cell "remote-$mode") | \
