@@ -491,7 +491,10 @@ mod url_file_tests {
         std::fs::create_dir_all(&folder).unwrap();
         let path = folder.join("urls");
         std::fs::write(&path, "http://a/1?x=1\n\n  http://b/2  \n").unwrap();
-        assert_eq!(read_url_file(&path).unwrap(), ["http://a/1?x=1", "http://b/2"]);
+        assert_eq!(
+            read_url_file(&path).unwrap(),
+            ["http://a/1?x=1", "http://b/2"]
+        );
         std::fs::write(&path, "\n \n").unwrap();
         assert!(read_url_file(&path).is_err());
         std::fs::remove_dir_all(&folder).unwrap();
