@@ -152,6 +152,11 @@ struct GetArgs {
     /// `http://127.0.0.1:8080/obj-{i}`.
     #[arg(long, alias = "raw-url-template")]
     url_template: Option<String>,
+    /// GET the absolute URLs listed in this file, one a line, round robin (e.g. the
+    /// presigned file URLs of a sharing answer), instead of the node; --objects and
+    /// --object-bytes are ignored unless --range-bytes is given (ranges of --object-bytes).
+    #[arg(long, conflicts_with_all = ["url_template", "setup"])]
+    url_file: Option<PathBuf>,
     /// GET this many bytes of each object (`64KiB`) with a `Range` header, at an offset
     /// that moves with the request index (what a parquet reader asks for), instead of
     /// whole objects; not with `--auth signed`.
@@ -306,7 +311,15 @@ async fn run_get(args: GetArgs) -> anyhow::Result<Report> {
         setup_objects(&args).await?;
     }
     let (range_bytes, object_bytes) = (args.range_bytes, args.object_bytes);
-    let factory: RequestFactory = if let Some(template) = args.url_template {
+    let factory: RequestFactory = if let Some(path) = &args.url_file {
+        let urls = read_url_file(path)?;
+        let count = urls.len() as u64;
+        Arc::new(move |index| {
+            let url = &urls[(index % count) as usize];
+            let range = range_header(range_bytes, object_bytes, index);
+            plan_request(http::Method::GET, url, &range, Bytes::new())
+        })
+    } else if let Some(template) = args.url_template {
         anyhow::ensure!(template.contains("{i}"), "--url-template needs an {{i}}");
         Arc::new(move |index| {
             let url = template.replace("{i}", &(index % objects).to_string());
@@ -340,6 +353,20 @@ async fn run_get(args: GetArgs) -> anyhow::Result<Report> {
         }
     };
     runner::run("get", args.load.concurrency, args.load.limit(), factory).await
+}
+
+/// The non-empty lines of a `--url-file`, each an absolute URL; at least one.
+fn read_url_file(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("read --url-file {}", path.display()))?;
+    let urls: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .map(str::to_string)
+        .collect();
+    anyhow::ensure!(!urls.is_empty(), "--url-file {} has no URL", path.display());
+    Ok(urls)
 }
 
 async fn run_put(args: PutArgs) -> anyhow::Result<Report> {
@@ -452,6 +479,26 @@ async fn create_bucket(endpoint: &S3Endpoint, bucket: &str) -> anyhow::Result<()
         "creating bucket {bucket} failed: {unexpected:?}"
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod url_file_tests {
+    use super::read_url_file;
+
+    #[test]
+    fn url_files_keep_their_non_empty_lines_and_refuse_none() {
+        let folder = std::env::temp_dir().join(format!("loadtest-urls-{}", std::process::id()));
+        std::fs::create_dir_all(&folder).unwrap();
+        let path = folder.join("urls");
+        std::fs::write(&path, "http://a/1?x=1\n\n  http://b/2  \n").unwrap();
+        assert_eq!(
+            read_url_file(&path).unwrap(),
+            ["http://a/1?x=1", "http://b/2"]
+        );
+        std::fs::write(&path, "\n \n").unwrap();
+        assert!(read_url_file(&path).is_err());
+        std::fs::remove_dir_all(&folder).unwrap();
+    }
 }
 
 #[cfg(test)]
