@@ -13,7 +13,9 @@ use std::time::SystemTime;
 
 use futures::TryStreamExt as _;
 use lakeshare_protocol::store::SharingStore;
-use lakeshare_storage::s3::conditions::{content_range, resolve_range, Decision, ReadConditions};
+use lakeshare_storage::s3::conditions::{
+    content_range, invalid_range, resolve_range, ReadConditions,
+};
 use lakeshare_storage::s3::error::wire_error;
 use object_store::path::Path;
 use object_store::{Attribute, GetOptions, GetRange, GetResult, ObjectStore, ObjectStoreExt};
@@ -49,6 +51,50 @@ impl RemoteObjects {
     }
 }
 
+/// An object read from the store, its preconditions checked.
+struct Fetched {
+    result: GetResult,
+    etag: String,
+    modified: OffsetDateTime,
+}
+
+impl RemoteObjects {
+    /// Reads `key` of `bucket` (its headers only with `head`, the bytes of `range` if given)
+    /// and checks `conditions` before any byte of the body is taken.
+    async fn fetch(
+        &self,
+        bucket: &str,
+        key: &str,
+        conditions: &ReadConditions,
+        range: Option<&Range>,
+        head: bool,
+    ) -> S3Result<Fetched> {
+        let (store, path) = self.object(bucket, key)?;
+        let options = GetOptions {
+            range: range.map(get_range),
+            head,
+            ..GetOptions::default()
+        };
+        let result = match store.get_opts(&path, options).await {
+            Ok(result) => result,
+            Err(error) => {
+                return Err(match range {
+                    Some(range) => ranged_read_error(store.as_ref(), &path, range, error).await,
+                    None => read_error(error),
+                })
+            }
+        };
+        let modified = OffsetDateTime::from(SystemTime::from(result.meta.last_modified));
+        let etag = unquoted_etag(&result);
+        conditions.check(&etag, modified)?;
+        Ok(Fetched {
+            result,
+            etag,
+            modified,
+        })
+    }
+}
+
 #[async_trait::async_trait]
 impl s3s::S3 for RemoteObjects {
     async fn get_object(
@@ -57,31 +103,20 @@ impl s3s::S3 for RemoteObjects {
     ) -> S3Result<S3Response<GetObjectOutput>> {
         let head_only = req.extensions.get::<PresignedHead>().is_some();
         let input = req.input;
-        let conditions = ReadConditions {
-            if_match: input.if_match,
-            if_none_match: input.if_none_match,
-            if_modified_since: input.if_modified_since,
-            if_unmodified_since: input.if_unmodified_since,
-        };
-        let (store, path) = self.object(&input.bucket, &input.key)?;
         let range = input.range.filter(|_| !head_only);
-        let options = GetOptions {
-            range: range.as_ref().map(get_range),
-            head: head_only,
-            ..GetOptions::default()
-        };
-        let result = match store.get_opts(&path, options).await {
-            Ok(result) => result,
-            Err(error) => {
-                return Err(match &range {
-                    Some(range) => ranged_read_error(store.as_ref(), &path, range, error).await,
-                    None => read_error(error),
-                })
-            }
-        };
-        let modified = OffsetDateTime::from(SystemTime::from(result.meta.last_modified));
-        let etag = unquoted_etag(&result);
-        decide(&conditions, &etag, modified)?;
+        let Fetched {
+            result,
+            etag,
+            modified,
+        } = self
+            .fetch(
+                &input.bucket,
+                &input.key,
+                &ReadConditions::of_get(&input),
+                range.as_ref(),
+                head_only,
+            )
+            .await?;
         let size = result.meta.size;
         let served = result.range.clone();
         let content_type = content_type(&result);
@@ -118,21 +153,14 @@ impl s3s::S3 for RemoteObjects {
         req: S3Request<HeadObjectInput>,
     ) -> S3Result<S3Response<HeadObjectOutput>> {
         let input = req.input;
-        let conditions = ReadConditions {
-            if_match: input.if_match,
-            if_none_match: input.if_none_match,
-            if_modified_since: input.if_modified_since,
-            if_unmodified_since: input.if_unmodified_since,
-        };
-        let (store, path) = self.object(&input.bucket, &input.key)?;
-        let options = GetOptions {
-            head: true,
-            ..GetOptions::default()
-        };
-        let result = store.get_opts(&path, options).await.map_err(read_error)?;
-        let modified = OffsetDateTime::from(SystemTime::from(result.meta.last_modified));
-        let etag = unquoted_etag(&result);
-        decide(&conditions, &etag, modified)?;
+        let conditions = ReadConditions::of_head(&input);
+        let Fetched {
+            result,
+            etag,
+            modified,
+        } = self
+            .fetch(&input.bucket, &input.key, &conditions, None, true)
+            .await?;
         Ok(S3Response::new(HeadObjectOutput {
             accept_ranges: Some("bytes".to_owned()),
             content_length: Some(result.meta.size as i64),
@@ -152,18 +180,6 @@ fn get_range(range: &Range) -> GetRange {
         } => GetRange::Bounded(first..last.saturating_add(1)),
         Range::Int { first, last: None } => GetRange::Offset(first),
         Range::Suffix { length } => GetRange::Suffix(length),
-    }
-}
-
-fn decide(conditions: &ReadConditions, etag: &str, modified: OffsetDateTime) -> S3Result<()> {
-    match conditions.decide(etag, modified) {
-        Decision::Proceed => Ok(()),
-        Decision::NotModified => Err(wire_error(S3ErrorCode::NotModified, 304, "Not Modified")),
-        Decision::PreconditionFailed => Err(wire_error(
-            S3ErrorCode::PreconditionFailed,
-            412,
-            "At least one of the pre-conditions you specified did not hold",
-        )),
     }
 }
 
@@ -196,11 +212,7 @@ async fn ranged_read_error(
         return read_error(error);
     }
     match store.head(path).await {
-        Ok(meta) if resolve_range(range, meta.size).is_none() => wire_error(
-            S3ErrorCode::InvalidRange,
-            416,
-            "The requested range is not satisfiable",
-        ),
+        Ok(meta) if resolve_range(range, meta.size).is_none() => invalid_range(),
         _ => read_error(error),
     }
 }

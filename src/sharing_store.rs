@@ -269,6 +269,12 @@ mod tests {
             .unwrap()
     }
 
+    /// Two catalogs over one store, as two sharing nodes over one object store.
+    async fn two_catalogs(store: &Arc<NodeSharingStore>) -> (Arc<Catalog>, Arc<Catalog>) {
+        let open = || Catalog::open(store.clone(), Arc::new(FormatRootCheck));
+        (open().await.unwrap(), open().await.unwrap())
+    }
+
     fn share(name: &str) -> ShareRequest {
         ShareRequest {
             name: name.into(),
@@ -282,12 +288,7 @@ mod tests {
     async fn r13_catalog_changes_on_two_nodes_are_never_lost() {
         let root = tempfile::tempdir().unwrap();
         let store = NodeSharingStore::new(node(root.path()).await);
-        let first = Catalog::open(store.clone(), Arc::new(FormatRootCheck))
-            .await
-            .unwrap();
-        let second = Catalog::open(store.clone(), Arc::new(FormatRootCheck))
-            .await
-            .unwrap();
+        let (first, second) = two_catalogs(&store).await;
         assert_eq!(first.snapshot().secret(), second.snapshot().secret());
 
         first.create_share(share("from-first")).await.unwrap();
@@ -355,12 +356,7 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let first = Catalog::open(store.clone(), Arc::new(FormatRootCheck))
-            .await
-            .unwrap();
-        let second = Catalog::open(store.clone(), Arc::new(FormatRootCheck))
-            .await
-            .unwrap();
+        let (first, second) = two_catalogs(&store).await;
         let table = |name: &str| parse_table_spec(&format!("{name}:delta:lake:{name}/")).unwrap();
         let add = |name: &str| ShareRequest {
             add_tables: vec![SchemaTable {

@@ -87,7 +87,7 @@ cleanup() {
 
 # Starts the node on an ephemeral port and sets SERVER_PID and ENDPOINT.
 start_server() {
-    local thread_args=() log_start line
+    local thread_args=() log_start
     [[ -n $THREADS ]] && thread_args=(--threads "$THREADS")
     log_start=$(($(wc -l <"$WORK/server.log") + 1))
     LAKESHARE_ROOT_USER=$ACCESS_KEY LAKESHARE_ROOT_PASSWORD=$SECRET_KEY \
@@ -95,17 +95,25 @@ start_server() {
         "${thread_args[@]}" "${DRIVE_DIRS[@]}" \
         </dev/null >/dev/null 2>>"$WORK/server.log" &
     SERVER_PID=$!
+    wait_for_ready_line "$WORK/server.log" "$log_start" "$SERVER_PID" lakeshare
+    ENDPOINT=$READY_URL
+}
+
+# Waits until LOG, from line START on, shows lakeshare's ready line while PID runs, and sets
+# READY_URL to the URL it names. Usage: wait_for_ready_line LOG START PID WHAT
+wait_for_ready_line() {
+    local log=$1 start=$2 pid=$3 what=$4 line
     for _ in $(seq 1 300); do
-        line=$(tail -n +"$log_start" "$WORK/server.log" | grep -m1 -o \
+        line=$(tail -n +"$start" "$log" | grep -m1 -o \
             'listening on http://127\.0\.0\.1:[0-9]*' || true)
         if [[ -n $line ]]; then
-            ENDPOINT=${line#listening on }
+            READY_URL=${line#listening on }
             return 0
         fi
-        kill -0 "$SERVER_PID" 2>/dev/null || die "lakeshare exited before it was ready"
+        kill -0 "$pid" 2>/dev/null || die "$what exited before it was ready"
         sleep 0.1
     done
-    die "lakeshare printed no ready line in 30 s"
+    die "$what printed no ready line in 30 s"
 }
 
 # Makes the temp folder and its drives, installs the exit trap, builds the binary unless

@@ -133,7 +133,7 @@ free_port() {
 # drive folders or --backend ...) and sets NODE_PID[NAME], NODE_URL[NAME]. Its stderr goes to
 # $WORK/NAME.log (appended over restarts). Usage: start_lakeshare NAME ARGS...
 start_lakeshare() {
-    local name=$1 log=$WORK/$1.log line thread_args=()
+    local name=$1 log=$WORK/$1.log thread_args=()
     shift
     [[ -n $THREADS ]] && thread_args=(--threads "$THREADS")
     touch "$log"
@@ -142,17 +142,9 @@ start_lakeshare() {
         "$LAKESHARE" server --address 127.0.0.1:0 --presign-expiry "$PRESIGN_EXPIRY" \
         "${thread_args[@]}" "$@" </dev/null >/dev/null 2>>"$log" &
     NODE_PID[$name]=$!
-    for _ in $(seq 1 300); do
-        line=$(tail -n +"${NODE_LOG_START[$name]}" "$log" | grep -m1 -o \
-            'listening on http://127\.0\.0\.1:[0-9]*' || true)
-        if [[ -n $line ]]; then
-            NODE_URL[$name]=${line#listening on }
-            return 0
-        fi
-        kill -0 "${NODE_PID[$name]}" 2>/dev/null || die "lakeshare node $name exited at start"
-        sleep 0.1
-    done
-    die "lakeshare node $name printed no ready line in 30 s"
+    wait_for_ready_line "$log" "${NODE_LOG_START[$name]}" "${NODE_PID[$name]}" \
+        "lakeshare node $name"
+    NODE_URL[$name]=$READY_URL
 }
 
 stop_lakeshare() {

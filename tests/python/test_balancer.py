@@ -12,17 +12,14 @@ three nodes are all kept, and every node lists the same catalog."""
 from __future__ import annotations
 
 import json
-import shutil
-import socket
-import subprocess
 import threading
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 import requests
 
+from nginx_server import Nginx, free_port
 from test_async_queries import synth_table
 from test_remote_backend import cli_for, rgw_options, sharing_node, write_table
 from test_sharing_delta import assert_same_rows, direct_read
@@ -32,41 +29,14 @@ pytestmark = pytest.mark.ceph
 NODES = 3
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class Balancer:
+class Balancer(Nginx):
     """nginx round-robin over the given `host:port`s on a free loopback port."""
 
-    def __init__(self, folder: Path, port: int):
-        self.folder = folder
-        self.port = port
-        self.endpoint = f"http://127.0.0.1:{port}"
-        self.process = None
-
     def start(self, upstreams: list[str]) -> "Balancer":
-        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-        assert Path(nginx).exists(), "nginx is needed: apt-get install -y nginx (./test.sh does)"
-        (self.folder / "tmp").mkdir(parents=True, exist_ok=True)
         servers = "\n".join(f"        server {upstream} max_fails=1 fail_timeout=30s;"
                             for upstream in upstreams)
-        temp = self.folder / "tmp"
-        (self.folder / "nginx.conf").write_text(f"""
-worker_processes 1;
-daemon off;
-pid {self.folder}/nginx.pid;
-error_log {self.folder}/error.log warn;
-events {{ worker_connections 256; }}
-http {{
+        self.configure(f"""
     access_log off;
-    client_body_temp_path {temp}/body;
-    proxy_temp_path {temp}/proxy;
-    fastcgi_temp_path {temp}/fastcgi;
-    uwsgi_temp_path {temp}/uwsgi;
-    scgi_temp_path {temp}/scgi;
     upstream sharing {{
 {servers}
     }}
@@ -82,28 +52,9 @@ http {{
             proxy_next_upstream error timeout http_502 http_503 non_idempotent;
             add_header X-Upstream $upstream_addr always;
         }}
-    }}
-}}
-""")
-        self.process = subprocess.Popen(
-            [nginx, "-p", str(self.folder), "-c", str(self.folder / "nginx.conf"),
-             "-e", str(self.folder / "error.log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return self
-            except OSError:
-                assert self.process.poll() is None, self.process.stderr.read().decode()
-                assert time.monotonic() < deadline, "nginx did not listen in 10 s"
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        # SIGTERM: the master stops its workers (SIGKILL would leave them serving).
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
+    }}""")
+        super().start()
+        return self
 
 
 @pytest.fixture

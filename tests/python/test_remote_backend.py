@@ -95,6 +95,28 @@ def write_table(rgw, uri: str, values: list[int], mode: str = "overwrite") -> No
     write_deltalake(uri, frame, mode=mode, storage_options=rgw_options(rgw))
 
 
+def token_once_share_known(cli: Cli, share: str) -> dict:
+    """A token of `share` made on `cli`'s node, which learns of a share made on another node
+    within the catalog reload bound (tried for up to 5 s)."""
+    deadline = time.monotonic() + 5
+    while True:
+        made = cli.run("table", "share", "token", "create", share, "--json", check=False)
+        if made.returncode == 0:
+            return json.loads(made.stdout)
+        assert time.monotonic() < deadline, made.stderr
+        time.sleep(0.2)
+
+
+def wait_until_token_known(profile: dict) -> None:
+    """A token made on another node works on `profile`'s endpoint within 2 s."""
+    made_at = time.monotonic()
+    while requests.get(f"{profile['endpoint']}/shares", timeout=30,
+                       headers={"Authorization": f"Bearer {profile['bearerToken']}"}
+                       ).status_code != 200:
+        assert time.monotonic() - made_at < 2.0, "a new token is unknown on the other node"
+        time.sleep(0.1)
+
+
 def test_two_nodes_share_one_catalog_and_serve_the_store(two_nodes, tmp_path):
     import delta_sharing
 
@@ -103,16 +125,7 @@ def test_two_nodes_share_one_catalog_and_serve_the_store(two_nodes, tmp_path):
     write_table(rgw, uri, [1, 2, 3])
 
     first_cli.run("table", "share", "create", "n/remote", "s", f"people:delta:{bucket}:people/")
-    # The share made on the first node is known to the second within the reload bound.
-    deadline = time.monotonic() + 5
-    while True:
-        made = second_cli.run("table", "share", "token", "create", "n/remote", "--json",
-                              check=False)
-        if made.returncode == 0:
-            break
-        assert time.monotonic() < deadline, made.stderr
-        time.sleep(0.2)
-    token = json.loads(made.stdout)
+    token = token_once_share_known(second_cli, "n/remote")
     profile = tmp_path / "remote.share"
     profile.write_text(json.dumps(token["profile"]))
     assert token["profile"]["endpoint"].startswith(second.endpoint)
@@ -124,12 +137,7 @@ def test_two_nodes_share_one_catalog_and_serve_the_store(two_nodes, tmp_path):
     other["endpoint"] = other["endpoint"].replace(second.endpoint, first.endpoint)
     other_profile = tmp_path / "remote-first.share"
     other_profile.write_text(json.dumps(other))
-    made_at = time.monotonic()
-    while requests.get(f"{other['endpoint']}/shares", timeout=30,
-                       headers={"Authorization": f"Bearer {other['bearerToken']}"}
-                       ).status_code != 200:
-        assert time.monotonic() - made_at < 2.0, "a new token is unknown on the other node"
-        time.sleep(0.1)
+    wait_until_token_known(other)
     via_first = delta_sharing.load_as_pandas(f"{other_profile}#remote.s.people")
     assert_same_rows(via_first, shared, "through the first node")
 
@@ -238,16 +246,7 @@ def test_iceberg_table_over_the_store_is_served_by_both_nodes(two_nodes, tmp_pat
     assert version == 2, version
 
     first_cli.run("table", "share", "create", "n/ice", "s", f"people:iceberg:{bucket}:{root}")
-    # The share made on the first node is known to the second within the reload bound.
-    deadline = time.monotonic() + 5
-    while True:
-        made = second_cli.run("table", "share", "token", "create", "n/ice", "--json",
-                              check=False)
-        if made.returncode == 0:
-            break
-        assert time.monotonic() < deadline, made.stderr
-        time.sleep(0.2)
-    token = json.loads(made.stdout)
+    token = token_once_share_known(second_cli, "n/ice")
     assert token["profile"]["endpoint"].startswith(second.endpoint)
     profiles = {}
     for node in (second, first):
@@ -258,12 +257,7 @@ def test_iceberg_table_over_the_store_is_served_by_both_nodes(two_nodes, tmp_pat
         profiles[node.endpoint] = (profile, path)
     # The token made on the second node is known to the first within the reload bound.
     first_profile = profiles[first.endpoint][0]
-    made_at = time.monotonic()
-    while requests.get(f"{first_profile['endpoint']}/shares", timeout=30,
-                       headers={"Authorization": f"Bearer {first_profile['bearerToken']}"}
-                       ).status_code != 200:
-        assert time.monotonic() - made_at < 2.0, "a new token is unknown on the first node"
-        time.sleep(0.1)
+    wait_until_token_known(first_profile)
 
     def version_of(node) -> str | None:
         profile = profiles[node.endpoint][0]

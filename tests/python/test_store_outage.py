@@ -10,8 +10,6 @@ empty answer), and the node's file URLs answer S3's `503 ServiceUnavailable`; wh
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -19,28 +17,22 @@ from pathlib import Path
 import pytest
 import requests
 
-from test_balancer import free_port
+from nginx_server import Nginx
 from test_remote_backend import StorageNodeAsStore, cli_for, sharing_node, write_table
 
 # Longest a request may take while the store is down: connect timeout 3 s, 2 retries within 5 s.
 OUTAGE_ANSWER_SECONDS = 15
 
 
-class StoreProxy:
-    """nginx on a free loopback port in front of one S3 store: `pass`, `refuse` (503) or down."""
+class StoreProxy(Nginx):
+    """nginx on a free loopback port in front of one S3 store: `pass`, `refuse` (503) or down.
+    Its access log names each request's method, path and status."""
 
     def __init__(self, folder: Path, upstream: str):
-        self.folder = folder
+        super().__init__(folder)
         self.upstream = upstream
-        self.port = free_port()
-        self.endpoint = f"http://127.0.0.1:{self.port}"
-        self.process = None
-        self.nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-        assert Path(self.nginx).exists(), "nginx is needed: apt-get install -y nginx (./test.sh does)"
-        (folder / "tmp").mkdir(parents=True, exist_ok=True)
 
     def _configure(self, mode: str) -> None:
-        temp = self.folder / "tmp"
         answer = (
             f"proxy_pass http://{self.upstream};\n"
             "            proxy_http_version 1.1;\n"
@@ -51,61 +43,28 @@ class StoreProxy:
             if mode == "pass" else
             "return 503 '<Error><Code>ServiceUnavailable</Code></Error>';"
         )
-        (self.folder / "nginx.conf").write_text(f"""
-worker_processes 1;
-daemon off;
-pid {self.folder}/nginx.pid;
-error_log {self.folder}/error.log warn;
-events {{ worker_connections 256; }}
-http {{
+        self.configure(f"""
     log_format lookups '$request_method $uri $status';
     access_log {self.folder}/access.log lookups;
     client_max_body_size 0;
-    client_body_temp_path {temp}/body;
-    proxy_temp_path {temp}/proxy;
-    fastcgi_temp_path {temp}/fastcgi;
-    uwsgi_temp_path {temp}/uwsgi;
-    scgi_temp_path {temp}/scgi;
     server {{
         listen 127.0.0.1:{self.port};
         location / {{
             {answer}
         }}
-    }}
-}}
-""")
+    }}""")
 
     def start(self, mode: str = "pass") -> None:
-        assert self.process is None or self.process.poll() is not None
         self._configure(mode)
-        self.process = subprocess.Popen(
-            [self.nginx, "-p", str(self.folder), "-c", str(self.folder / "nginx.conf"),
-             "-e", str(self.folder / "error.log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 10
-        while requests_status(f"{self.endpoint}/minio/health/live") is None:
-            assert self.process.poll() is None, self.process.stderr.read().decode()
-            assert time.monotonic() < deadline, "nginx did not listen in 10 s"
-            time.sleep(0.05)
+        super().start()
 
     def switch(self, mode: str) -> None:
         """Reloads nginx with `mode`; returns once a request sees it."""
         self._configure(mode)
-        subprocess.run([self.nginx, "-p", str(self.folder), "-c", str(self.folder / "nginx.conf"),
-                        "-e", str(self.folder / "error.log"), "-s", "reload"], check=True)
+        self.reload()
         deadline = time.monotonic() + 10
         while (requests_status(f"{self.endpoint}/minio/health/live") == 503) != (mode == "refuse"):
             assert time.monotonic() < deadline, f"nginx did not switch to {mode}"
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        # SIGTERM: the master stops its workers (SIGKILL would leave them serving).
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
-        deadline = time.monotonic() + 10
-        while requests_status(f"{self.endpoint}/minio/health/live") is not None:
-            assert time.monotonic() < deadline, "nginx still answers after SIGTERM"
             time.sleep(0.05)
 
 
@@ -125,6 +84,23 @@ def proxied_store(lakeshare_server, tmp_path):
     proxy.stop()
 
 
+def shared_through_proxy(store, proxy, lakeshare_server, tmp_path, share: str):
+    """A `people` table (ids 1-3) written to `store` and shared as SHARE.s.people by a sharing
+    node that reaches the store through `proxy`; returns the node, the bucket, the token."""
+    suffix = uuid.uuid4().hex[:8]
+    bucket, catalog = f"lake-{suffix}", f"catalog-{suffix}"
+    s3 = store.s3_client()
+    s3.create_bucket(Bucket=bucket)
+    s3.create_bucket(Bucket=catalog)
+    write_table(store, f"s3://{bucket}/people", [1, 2, 3])
+    through_proxy = StorageNodeAsStore(store.server)
+    through_proxy.endpoint = proxy.endpoint
+    node = sharing_node(lakeshare_server, through_proxy, catalog)
+    cli = cli_for(tmp_path, "h", node)
+    cli.run("table", "share", "create", f"n/{share}", "s", f"people:delta:{bucket}:people/")
+    return node, bucket, cli.json("table", "share", "token", "create", f"n/{share}")
+
+
 def assert_unavailable(url: str, token: str, method: str = "GET", body=None) -> None:
     started = time.monotonic()
     answer = requests.request(method, url, headers={"Authorization": f"Bearer {token}"},
@@ -142,22 +118,7 @@ def test_store_outage_is_a_clear_503_and_the_node_recovers(proxied_store, lakesh
     import delta_sharing
 
     store, proxy = proxied_store
-    suffix = uuid.uuid4().hex[:8]
-    bucket, catalog = f"lake-{suffix}", f"catalog-{suffix}"
-    s3 = store.s3_client()
-    s3.create_bucket(Bucket=bucket)
-    s3.create_bucket(Bucket=catalog)
-    write_table(store, f"s3://{bucket}/people", [1, 2, 3])
-
-    class ThroughProxy(StorageNodeAsStore):
-        def __init__(self):
-            super().__init__(store.server)
-            self.endpoint = proxy.endpoint
-
-    node = sharing_node(lakeshare_server, ThroughProxy(), catalog)
-    cli = cli_for(tmp_path, "h", node)
-    cli.run("table", "share", "create", "n/outage", "s", f"people:delta:{bucket}:people/")
-    token = cli.json("table", "share", "token", "create", "n/outage")
+    node, bucket, token = shared_through_proxy(store, proxy, lakeshare_server, tmp_path, "outage")
     profile = tmp_path / "outage.share"
     profile.write_text(json.dumps(token["profile"]))
     secret = token["profile"]["bearerToken"]
@@ -218,25 +179,11 @@ def test_latest_version_lookups_are_one_per_bound_under_load(proxied_store, lake
     from concurrent.futures import ThreadPoolExecutor
 
     store, proxy = proxied_store
-    suffix = uuid.uuid4().hex[:8]
-    bucket, catalog = f"lake-{suffix}", f"catalog-{suffix}"
-    s3 = store.s3_client()
-    s3.create_bucket(Bucket=bucket)
-    s3.create_bucket(Bucket=catalog)
-    write_table(store, f"s3://{bucket}/people", [1, 2, 3])
-
-    class ThroughProxy(StorageNodeAsStore):
-        def __init__(self):
-            super().__init__(store.server)
-            self.endpoint = proxy.endpoint
-
-    node = sharing_node(lakeshare_server, ThroughProxy(), catalog)
-    cli = cli_for(tmp_path, "h", node)
-    cli.run("table", "share", "create", "n/load", "s", f"people:delta:{bucket}:people/")
-    secret = cli.json("table", "share", "token", "create", "n/load")["profile"]["bearerToken"]
+    node, _, token = shared_through_proxy(store, proxy, lakeshare_server, tmp_path, "load")
+    secret = token["profile"]["bearerToken"]
     url = f"{node.endpoint}/_delta-sharing/v1/shares/load/schemas/s/tables/people/version"
 
-    def ask(session_index: int) -> int:
+    def ask(session_index: int) -> set:
         session = requests.Session()
         statuses = set()
         deadline = time.monotonic() + 4

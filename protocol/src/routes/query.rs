@@ -130,10 +130,7 @@ impl TableRoutes {
                 self.blocking(move |tables| tables.version_at_or_after_blocking(&table, timestamp))
                     .await?
             }
-            None => match self.tables.latest_if_current(&table).await {
-                Some(current) => current.version,
-                None => self.resolve(&table, VersionSelector::Latest).await?.version,
-            },
+            None => latest_snapshot(&self.tables, &table).await?.version,
         };
         let mut response = Response::new(empty_body());
         set_header(&mut response, TABLE_VERSION_HEADER, &version.to_string());
@@ -514,35 +511,50 @@ impl TableRoutes {
     }
 }
 
-/// The snapshot of `table` that `selector` names: the latest from the fast path when it is
-/// still current, otherwise from the replay pool.
+/// The snapshot of `table` that `selector` names: the latest from `latest_snapshot`,
+/// others from the replay pool.
 async fn resolve_snapshot(
     tables: &Arc<Tables>,
     table: &Table,
     selector: VersionSelector,
 ) -> Result<TableSnapshot> {
+    if selector == VersionSelector::Latest {
+        return latest_snapshot(tables, table)
+            .await
+            .map(Arc::unwrap_or_clone);
+    }
     if table.source_type == SourceType::Iceberg {
         return tables.iceberg_snapshot(table, &selector).await;
     }
-    let mut one_build = None;
-    if selector == VersionSelector::Latest {
-        if let Some(current) = tables.latest_unchanged(table) {
-            return Ok(TableSnapshot::clone(&current));
-        }
-        // One lookup, and one build when it finds a new version, per table at a time: the
-        // requests waiting meanwhile find what it stored.
-        let gate = tables.latest_gate(&table.id).await;
-        if let Some(current) = tables.latest_if_current_in_gate(table).await {
-            return Ok(TableSnapshot::clone(&current));
-        }
-        one_build = Some(gate);
-    }
     let table = table.clone();
     run_blocking(tables, move |tables| {
-        let _one_build = one_build;
         tables.snapshot_blocking(&table, &selector)
     })
     .await
+}
+
+/// The latest snapshot of `table`: the cached one while it is current, otherwise looked up
+/// and, when a new version is found, built on the replay pool, once per table at a time
+/// (`Tables::latest_or_gate`).
+async fn latest_snapshot(tables: &Arc<Tables>, table: &Table) -> Result<Arc<TableSnapshot>> {
+    if table.source_type == SourceType::Iceberg {
+        let latest = tables
+            .iceberg_snapshot(table, &VersionSelector::Latest)
+            .await?;
+        return Ok(Arc::new(latest));
+    }
+    match tables.latest_or_gate(table).await {
+        Ok(current) => Ok(current),
+        Err(one_build) => {
+            let table = table.clone();
+            let built = run_blocking(tables, move |tables| {
+                let _one_build = one_build;
+                tables.snapshot_blocking(&table, &VersionSelector::Latest)
+            })
+            .await?;
+            Ok(Arc::new(built))
+        }
+    }
 }
 
 /// Runs blocking table work on the replay pool.

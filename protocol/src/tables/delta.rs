@@ -25,7 +25,7 @@ use super::{
     timestamp_error, FolderWatch, SnapshotSource, TableSnapshot, Tables, VersionSelector,
 };
 use crate::capabilities::TableNeeds;
-use crate::catalog::Table;
+use crate::catalog::{SourceType, Table};
 use crate::error::{ErrorKind, Result, SharingError};
 use crate::store::library_error;
 
@@ -85,23 +85,36 @@ impl Tables {
             .clone()
     }
 
-    /// The cached latest snapshot of `table`, if it is still the latest. Nothing was
-    /// written into its `_delta_log/` through this node since it was read: no lookup at all.
-    /// Otherwise one metadata lookup: Delta writes every version as
-    /// `_delta_log/<version>.json`, so a missing next commit file means no newer version.
+    /// The cached latest snapshot of `table`, if it is still the latest (see
+    /// `latest_or_gate`); `None` for a table that is not Delta.
     pub async fn latest_if_current(&self, table: &Table) -> Option<Arc<TableSnapshot>> {
-        if let Some(fresh) = self.latest_unchanged(table) {
-            return Some(fresh);
+        if table.source_type != SourceType::Delta {
+            return None;
         }
-        let _one_lookup = self.latest_gate(&table.id).await;
-        self.latest_if_current_in_gate(table).await
+        self.latest_or_gate(table).await.ok()
     }
 
-    /// The cached latest snapshot of `table` when nothing says it changed (no I/O).
-    pub fn latest_unchanged(&self, table: &Table) -> Option<Arc<TableSnapshot>> {
-        self.cached_latest(table)
-            .filter(|latest| latest.log_writes.unchanged())
-            .map(|latest| latest.described)
+    /// The cached latest snapshot of `table` if it is still the latest: nothing was written
+    /// into its `_delta_log/` through this node since it was read, or (a store others write
+    /// to) it was looked at within the freshness bound: no lookup at all. Otherwise one
+    /// metadata lookup (Delta writes every version as `_delta_log/<version>.json`, so a
+    /// missing next commit file means no newer version), one per table at a time: when it
+    /// finds a newer version the caller gets the gate still held, builds the latest snapshot
+    /// under it, and the requests waiting meanwhile take what it stored.
+    pub async fn latest_or_gate(
+        &self,
+        table: &Table,
+    ) -> std::result::Result<Arc<TableSnapshot>, tokio::sync::OwnedMutexGuard<()>> {
+        if let Some(latest) = self.cached_latest(table) {
+            if latest.log_writes.unchanged() {
+                return Ok(latest.described);
+            }
+        }
+        let gate = self.latest_gate(&table.id).await;
+        match self.looked_up_latest(table).await {
+            Some(current) => Ok(current),
+            None => Err(gate),
+        }
     }
 
     fn cached_latest(&self, table: &Table) -> Option<LatestSnapshot> {
@@ -117,9 +130,9 @@ impl Tables {
             })
     }
 
-    /// `latest_if_current` for a caller holding `latest_gate(&table.id)`: the lookup a request
-    /// ahead of it made may have refreshed the cached snapshot.
-    pub async fn latest_if_current_in_gate(&self, table: &Table) -> Option<Arc<TableSnapshot>> {
+    /// The cached latest snapshot, if still the latest, for a caller holding the table's gate:
+    /// the lookup a request ahead of it made may have refreshed it.
+    async fn looked_up_latest(&self, table: &Table) -> Option<Arc<TableSnapshot>> {
         let (bucket, location) = table_location(table).ok()?;
         let latest = self.cached_latest(table)?;
         if latest.log_writes.unchanged() {

@@ -6,10 +6,13 @@
 //! If-Modified-Since (only without If-None-Match). Times compare at whole seconds, the
 //! precision of HTTP dates.
 
-use s3s::dto::{ETagCondition, Range, Timestamp};
+use s3s::dto::{ETagCondition, GetObjectInput, HeadObjectInput, Range, Timestamp};
+use s3s::{S3Error, S3ErrorCode, S3Result};
 use time::OffsetDateTime;
 
+use crate::error::StorageError;
 use crate::node::ByteRange;
+use crate::s3::error::{to_s3_error, wire_error};
 
 /// The conditional headers of a read.
 #[derive(Clone, Debug, Default)]
@@ -31,6 +34,35 @@ pub enum Decision {
 }
 
 impl ReadConditions {
+    /// The conditional headers of a GET.
+    pub fn of_get(input: &GetObjectInput) -> ReadConditions {
+        ReadConditions {
+            if_match: input.if_match.clone(),
+            if_none_match: input.if_none_match.clone(),
+            if_modified_since: input.if_modified_since.clone(),
+            if_unmodified_since: input.if_unmodified_since.clone(),
+        }
+    }
+
+    /// The conditional headers of a HEAD.
+    pub fn of_head(input: &HeadObjectInput) -> ReadConditions {
+        ReadConditions {
+            if_match: input.if_match.clone(),
+            if_none_match: input.if_none_match.clone(),
+            if_modified_since: input.if_modified_since.clone(),
+            if_unmodified_since: input.if_unmodified_since.clone(),
+        }
+    }
+
+    /// `decide` as the S3 answer of a read: `Ok` to proceed, else 304 or 412.
+    pub fn check(&self, etag: &str, modified: OffsetDateTime) -> S3Result<()> {
+        match self.decide(etag, modified) {
+            Decision::Proceed => Ok(()),
+            Decision::NotModified => Err(wire_error(S3ErrorCode::NotModified, 304, "Not Modified")),
+            Decision::PreconditionFailed => Err(to_s3_error(StorageError::PreconditionFailed)),
+        }
+    }
+
     /// Decides for an object with `etag` (unquoted) last modified at `modified`.
     pub fn decide(&self, etag: &str, modified: OffsetDateTime) -> Decision {
         let modified_seconds = modified.unix_timestamp();
@@ -85,6 +117,15 @@ pub fn resolve_range(range: &Range, size: u64) -> Option<ByteRange> {
         first: resolved.start,
         last: resolved.end - 1,
     })
+}
+
+/// 416: the range lies outside the object.
+pub fn invalid_range() -> S3Error {
+    wire_error(
+        S3ErrorCode::InvalidRange,
+        416,
+        "The requested range is not satisfiable",
+    )
 }
 
 /// `Content-Range` for a served range.

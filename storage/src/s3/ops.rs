@@ -16,7 +16,9 @@ use crate::error::StorageError;
 use crate::node::{CompletePart, ListRequest, ListResult, ObjectInfo, PutOptions, WriteCondition};
 use crate::s3::checksum::{verified_body, BodyExpectations, BodyFailure, BodyOutcome};
 use crate::s3::checksum::{ChecksumAlgorithm, PUT_BYTES_MAX};
-use crate::s3::conditions::{content_range, resolve_range, Decision, ReadConditions};
+use crate::s3::conditions::{
+    content_range, invalid_range, resolve_range, Decision, ReadConditions,
+};
 use crate::s3::error::{to_s3_error, wire_error};
 use crate::s3::list::url_encode;
 use crate::s3::list::{after_bound, decode_continuation, encode_continuation, max_keys};
@@ -211,12 +213,7 @@ impl S3 for LakeshareS3 {
         req: S3Request<GetObjectInput>,
     ) -> S3Result<S3Response<GetObjectOutput>> {
         let input = req.input;
-        let conditions = ReadConditions {
-            if_match: input.if_match,
-            if_none_match: input.if_none_match,
-            if_modified_since: input.if_modified_since,
-            if_unmodified_since: input.if_unmodified_since,
-        };
+        let conditions = ReadConditions::of_get(&input);
         let (bucket, key) = (input.bucket.as_str(), input.key.as_str());
         let (result, served) = match &input.range {
             None => {
@@ -282,13 +279,7 @@ impl S3 for LakeshareS3 {
             .head_object(&input.bucket, &input.key)
             .await
             .map_err(to_s3_error)?;
-        let conditions = ReadConditions {
-            if_match: input.if_match,
-            if_none_match: input.if_none_match,
-            if_modified_since: input.if_modified_since,
-            if_unmodified_since: input.if_unmodified_since,
-        };
-        check_read_conditions(&conditions, &info)?;
+        ReadConditions::of_head(&input).check(&info.etag, info.modified)?;
         let fields = if checksum_mode_enabled(&input.checksum_mode) {
             ChecksumFields::from_map(&info.checksums)
         } else {
@@ -899,20 +890,8 @@ fn owner() -> Owner {
     }
 }
 
-fn invalid_range() -> S3Error {
-    wire_error(
-        S3ErrorCode::InvalidRange,
-        416,
-        "The requested range is not satisfiable",
-    )
-}
-
 fn check_read_conditions(conditions: &ReadConditions, info: &ObjectInfo) -> S3Result<()> {
-    match conditions.decide(&info.etag, info.modified) {
-        Decision::Proceed => Ok(()),
-        Decision::NotModified => Err(wire_error(S3ErrorCode::NotModified, 304, "Not Modified")),
-        Decision::PreconditionFailed => Err(to_s3_error(StorageError::PreconditionFailed)),
-    }
+    conditions.check(&info.etag, info.modified)
 }
 
 fn checksum_mode_enabled(mode: &Option<ChecksumMode>) -> bool {
